@@ -1,0 +1,336 @@
+"""Reading and writing rosbag2 bags (MCAP or sqlite3) with rosbags; no ROS import.
+
+Everything here works on serialized CDR bytes so that the player and the recorder never decode
+image payloads. Errors are raised as :class:`BagError` whose message is one line naming the problem
+(the CLI prints it as is).
+
+* :func:`read_messages` - iterate ``(topic, msgtype, stamp_ns, data)`` in log-time order.
+* :func:`bag_topics` - ``{topic: TopicSummary}`` of a bag.
+* :func:`open_writer` - a :class:`BagWriter` that writes into a hidden temporary directory and
+  renames it to the requested path only when closed cleanly (a crashed writer never leaves
+  something that looks complete).
+* :func:`header_stamp_ns` - the ``header.stamp`` of a serialized message without decoding it.
+"""
+from __future__ import annotations
+
+import shutil
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Union
+
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.errors import ReaderError, WriterError
+from rosbags.rosbag2.reader import Reader
+
+from .typestore import get_typestore
+
+PathLike = Union[str, Path]
+
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+
+class BagError(RuntimeError):
+    """A bag could not be read or written; ``str(err)`` is a one-line explanation."""
+
+
+class BagMessage(NamedTuple):
+    """One message of a bag; unpacks as ``topic, msgtype, stamp_ns, data``.
+
+    ``stamp_ns`` is the bag's log time (the recorder's receive time), ``data`` the serialized CDR
+    bytes, or the decoded rosbags message when ``decode=True``.
+    """
+
+    topic: str
+    msgtype: str
+    stamp_ns: int
+    data: object
+
+
+@dataclass
+class TopicSummary:
+    """What a bag holds for one topic."""
+
+    msgtype: str
+    count: int
+    qos: List[Qos] = field(default_factory=list)
+
+    @property
+    def latched(self) -> bool:
+        """True when the recorded publisher offered transient-local durability."""
+        return any(q.durability == QosDurability.TRANSIENT_LOCAL for q in self.qos)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _open_reader(path: PathLike) -> Reader:
+    p = Path(path)
+    if not p.exists():
+        raise BagError(f"bag not found: {p}")
+    try:
+        reader = Reader(p)
+        reader.open()
+    except (ReaderError, WriterError, OSError, ValueError, KeyError, IndexError, struct.error) as exc:
+        raise BagError(f"cannot read bag {p}: {_one_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of a third-party parser on a bad file
+        raise BagError(f"cannot read bag {p}: {type(exc).__name__}: {_one_line(exc)}") from None
+    return reader
+
+
+def bag_topics(path: PathLike) -> Dict[str, TopicSummary]:
+    """Return ``{topic: TopicSummary(msgtype, count, qos)}`` for every topic of the bag at ``path``."""
+    reader = _open_reader(path)
+    try:
+        out: Dict[str, TopicSummary] = {}
+        for conn in reader.connections:
+            qos = list(getattr(conn.ext, "offered_qos_profiles", []) or [])
+            if conn.topic in out:
+                out[conn.topic].count += conn.msgcount
+                out[conn.topic].qos.extend(qos)
+            else:
+                out[conn.topic] = TopicSummary(conn.msgtype, conn.msgcount, qos)
+        return out
+    finally:
+        reader.close()
+
+
+def bag_time_range(path: PathLike) -> tuple:
+    """Return ``(start_ns, end_ns)`` of the bag's log times (``(0, 0)`` for an empty bag)."""
+    reader = _open_reader(path)
+    try:
+        if reader.message_count == 0:
+            return 0, 0
+        return reader.start_time, reader.end_time
+    finally:
+        reader.close()
+
+
+def read_messages(
+    path: PathLike,
+    topics: Optional[Iterable[str]] = None,
+    *,
+    decode: bool = False,
+    start_ns: Optional[int] = None,
+    stop_ns: Optional[int] = None,
+) -> Iterator[BagMessage]:
+    """Yield the messages of a bag in log-time order.
+
+    Args:
+        path: bag directory (with ``metadata.yaml``) or a single ``.mcap`` / ``.db3`` file.
+        topics: keep only these topics; a name the bag does not hold raises :class:`BagError`.
+        decode: yield rosbags-decoded messages instead of raw CDR bytes.
+        start_ns, stop_ns: absolute log-time window ``[start_ns, stop_ns)``.
+    """
+    reader = _open_reader(path)
+    try:
+        conns = reader.connections
+        if topics is not None:
+            wanted = set(topics)
+            missing = sorted(wanted - {c.topic for c in conns})
+            if missing:
+                raise BagError(f"topic(s) not in bag {path}: {', '.join(missing)}")
+            conns = [c for c in conns if c.topic in wanted]
+            if not conns:
+                return
+        store = get_typestore() if decode else None
+        it = reader.messages(connections=conns, start=start_ns, stop=stop_ns)
+        while True:
+            try:
+                conn, stamp, raw = next(it)
+            except StopIteration:
+                break
+            except BagError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a truncated or corrupt chunk
+                raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+            data: object = raw
+            if store is not None:
+                data = store.deserialize_cdr(raw, conn.msgtype)
+            yield BagMessage(conn.topic, conn.msgtype, stamp, data)
+    finally:
+        reader.close()
+
+
+# --------------------------------------------------------------------------------------------
+# header stamps straight from CDR bytes
+# --------------------------------------------------------------------------------------------
+
+_HEADER_CACHE: Dict[str, bool] = {}
+
+
+def has_header(msgtype: str) -> bool:
+    """True when the first field of ``msgtype`` is a ``std_msgs/msg/Header`` (per the type store)."""
+    if msgtype not in _HEADER_CACHE:
+        ok = False
+        try:
+            _consts, fields = get_typestore().fielddefs[msgtype]
+            if fields:
+                _name, desc = fields[0]
+                ok = desc[1] == "std_msgs/msg/Header"
+        except (KeyError, IndexError, TypeError, ValueError):
+            ok = False
+        _HEADER_CACHE[msgtype] = ok
+    return _HEADER_CACHE[msgtype]
+
+
+def header_stamp_ns(raw: Union[bytes, memoryview], msgtype: str) -> Optional[int]:
+    """Return ``header.stamp`` in ns of a serialized message whose first field is a Header, else None.
+
+    Reads the 8 bytes after the 4-byte CDR encapsulation header (``int32 sec``, ``uint32 nanosec``),
+    so an image is never decoded: this is why it is written by hand instead of calling
+    ``deserialize_cdr``.
+    """
+    if not has_header(msgtype) or len(raw) < 12:
+        return None
+    endian = "<" if raw[1] & 1 else ">"
+    sec, nsec = struct.unpack_from(endian + "iI", raw, 4)
+    return sec * 1_000_000_000 + nsec
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+def make_qos(
+    *,
+    reliable: bool = True,
+    transient_local: bool = False,
+    depth: int = 10,
+) -> Qos:
+    """A rosbags ``Qos`` record for the ``offered_qos_profiles`` metadata of a topic."""
+    zero = QosTime(0, 0)
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=int(depth),
+        reliability=QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+        durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+        deadline=zero,
+        lifespan=zero,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=zero,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
+class BagWriter:
+    """rosbag2 writer that only appears at its final path once :meth:`close` succeeded.
+
+    Data goes to ``<parent>/.<name>.partial/<name>`` (so the storage file inside keeps the final
+    bag's name); :meth:`close` finalises the storage (index, metadata.yaml) and renames the inner
+    directory to ``path``. :meth:`abort` deletes everything. Thread-safe.
+    """
+
+    def __init__(self, path: PathLike, storage: str = "mcap") -> None:
+        if storage not in STORAGES:
+            raise BagError(f"unsupported storage {storage!r} (use one of: {', '.join(STORAGES)})")
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"output exists already, not overwriting: {self.path}")
+        if not self.path.parent.is_dir():
+            raise BagError(f"output directory does not exist: {self.path.parent}")
+        self.storage = storage
+        self._tmp_root = self.path.parent / f".{self.path.name}.partial"
+        if self._tmp_root.exists():
+            shutil.rmtree(self._tmp_root)
+        self._tmp_root.mkdir()
+        self._writer = Writer(self._tmp_root / self.path.name, version=9, storage_plugin=STORAGES[storage])
+        self._store = get_typestore()
+        self._lock = threading.Lock()
+        self._conns: Dict[str, object] = {}
+        self.counts: Dict[str, int] = {}
+        self.closed = False
+        try:
+            self._writer.open()
+        except Exception as exc:  # noqa: BLE001
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            raise BagError(f"cannot create bag {self.path}: {_one_line(exc)}") from None
+
+    def add_topic(
+        self,
+        topic: str,
+        msgtype: str,
+        qos: Sequence[Qos] = (),
+        *,
+        msgdef: Optional[str] = None,
+        rihs01: Optional[str] = None,
+    ) -> None:
+        """Register ``topic`` with its type definition (from the project's type store unless given)."""
+        with self._lock:
+            if topic in self._conns:
+                return
+            try:
+                if msgdef is None:
+                    self._store.get_msgdef(msgtype)  # raises for unknown types
+                    conn = self._writer.add_connection(
+                        topic, msgtype, typestore=self._store, offered_qos_profiles=list(qos)
+                    )
+                else:
+                    conn = self._writer.add_connection(
+                        topic, msgtype, msgdef=msgdef, rihs01=rihs01, offered_qos_profiles=list(qos)
+                    )
+            except Exception as exc:  # noqa: BLE001
+                raise BagError(f"cannot add topic {topic} ({msgtype}): {_one_line(exc)}") from None
+            self._conns[topic] = conn
+            self.counts[topic] = 0
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._conns
+
+    def write(self, topic: str, stamp_ns: int, data: Union[bytes, memoryview]) -> None:
+        """Append one serialized message with log time ``stamp_ns``."""
+        with self._lock:
+            if self.closed:
+                return
+            self._writer.write(self._conns[topic], int(stamp_ns), data)
+            self.counts[topic] += 1
+
+    @property
+    def message_count(self) -> int:
+        return sum(self.counts.values())
+
+    def close(self) -> Path:
+        """Finalise the bag and move it to its final path; returns that path."""
+        with self._lock:
+            if self.closed:
+                return self.path
+            self.closed = True
+            try:
+                self._writer.close()
+                (self._tmp_root / self.path.name).rename(self.path)
+            except Exception as exc:  # noqa: BLE001
+                shutil.rmtree(self._tmp_root, ignore_errors=True)
+                raise BagError(f"cannot finalise bag {self.path}: {_one_line(exc)}") from None
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self._writer.abort()
+            finally:
+                shutil.rmtree(self._tmp_root, ignore_errors=True)
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+def open_writer(path: PathLike, storage: str = "mcap") -> BagWriter:
+    """Create a rosbag2 bag at ``path`` (``storage``: ``"mcap"`` or ``"sqlite3"``); see :class:`BagWriter`."""
+    return BagWriter(path, storage)

@@ -1,0 +1,146 @@
+"""Small rclpy helpers shared by the bag player and recorder (ROS side only).
+
+* :func:`message_class` - ``'pkg/msg/Name'`` -> the generated Python class, via importlib.
+* :func:`ros_session` - init rclpy with the localhost-only DDS environment when nobody did, and
+  give back a node (owned or the caller's) plus a background executor when the node is not spun.
+* :func:`qos_profile` / :func:`rosbags_qos` - conversions between rclpy and rosbags QoS records.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+from typing import Iterator, Optional, Tuple
+
+from .io import BagError, make_qos
+
+
+class UnknownMessageType(BagError):
+    """A message type whose Python interface package is not importable here."""
+
+
+def message_class(msgtype: str):
+    """Return the rclpy message class of ``'pkg/msg/Name'`` (also accepts ``'pkg/Name'``)."""
+    parts = msgtype.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], "msg", parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise UnknownMessageType(f"malformed message type {msgtype!r} (expected 'pkg/msg/Name')")
+    pkg, sub, name = parts
+    try:
+        module = importlib.import_module(f"{pkg}.{sub}")
+        return getattr(module, name)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownMessageType(
+            f"message type {msgtype} is not importable here ({type(exc).__name__}: {exc}); "
+            f"build/install the {pkg} interface package or skip the topic"
+        ) from None
+
+
+def qos_profile(*, reliable: bool = True, transient_local: bool = False, depth: int = 10):
+    """An rclpy ``QoSProfile`` with keep-last history."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=max(1, int(depth)),
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local else DurabilityPolicy.VOLATILE,
+    )
+
+
+def rosbags_qos(profile):
+    """Convert an rclpy ``QoSProfile`` into the rosbags ``Qos`` record stored in bag metadata."""
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    return make_qos(
+        reliable=profile.reliability == ReliabilityPolicy.RELIABLE,
+        transient_local=profile.durability == DurabilityPolicy.TRANSIENT_LOCAL,
+        depth=profile.depth or 1,
+    )
+
+
+def publishers_qos(node, topic: str) -> Tuple[Optional[bool], Optional[bool], list]:
+    """``(all_reliable, all_transient_local, profiles)`` of the publishers the graph knows for ``topic``.
+
+    The first two are None when no publisher is known yet.
+    """
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    infos = node.get_publishers_info_by_topic(topic)
+    profiles = [i.qos_profile for i in infos]
+    if not profiles:
+        return None, None, []
+    reliable = all(p.reliability == ReliabilityPolicy.RELIABLE for p in profiles)
+    latched = all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in profiles)
+    return reliable, latched, profiles
+
+
+class _Spinner:
+    """Spin one node in a daemon thread with its own executor until :meth:`stop`."""
+
+    def __init__(self, node) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.node = node
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="vggt4d-bag-spin", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.node.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - context shut down under us
+                if self._stop.is_set() or not self.node.context.ok():
+                    break
+                raise
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2.0)
+        try:
+            self.executor.remove_node(self.node)
+        except Exception:  # noqa: BLE001
+            pass
+        self.executor.shutdown(timeout_sec=0.5)
+
+
+@contextlib.contextmanager
+def ros_session(node=None, name: str = "vggt4d_bag", *, spin: bool = True) -> Iterator[object]:
+    """Yield a node ready to use; everything created here is torn down on exit.
+
+    With ``node=None`` rclpy is initialised if needed (after applying the localhost-only DDS
+    environment, without rclpy's signal handlers so Ctrl-C raises KeyboardInterrupt) and a node
+    named ``name`` is created. A node that is not attached to an executor is spun in a background
+    thread while the block runs (``spin=True``); a node the caller already spins is left alone.
+    """
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    from vggt4d_ros.rosenv import apply_localhost_env
+
+    own_init = False
+    own_node = node is None
+    if own_node:
+        if not rclpy.ok():
+            apply_localhost_env()
+            rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+            own_init = True
+        node = rclpy.create_node(name)
+    spinner = None
+    try:
+        if spin and node.executor is None:
+            spinner = _Spinner(node)
+        yield node
+    finally:
+        if spinner is not None:
+            spinner.stop()
+        if own_node:
+            with contextlib.suppress(Exception):
+                node.destroy_node()
+        if own_init:
+            with contextlib.suppress(Exception):
+                rclpy.try_shutdown()
