@@ -162,3 +162,14 @@ def test_rebase_poses_makes_reference_identity_and_keeps_geometry():
     newb, pwb = rebase_poses(cams[None], 2, pw[None])
     torch.testing.assert_close(newb[0], new)
     torch.testing.assert_close(pwb[0], pw2)
+
+
+def test_principal_point_conventions():
+    f = torch.tensor([0.9], dtype=torch.float64)
+    Kv = intrinsics_from_fov(f, f, (140, 252))
+    Kc = intrinsics_from_fov(f, f, (140, 252), principal_point="center")
+    assert (float(Kv[0, 0, 2]), float(Kv[0, 1, 2])) == (126.0, 70.0)
+    assert (float(Kc[0, 0, 2]), float(Kc[0, 1, 2])) == (125.5, 69.5)
+    torch.testing.assert_close(Kv[..., :2, :2], Kc[..., :2, :2])
+    with pytest.raises(ValueError):
+        intrinsics_from_fov(f, f, (140, 252), principal_point="corner")

@@ -6,7 +6,8 @@ Conventions (the same as VGGT's):
 * Quaternions are scalar-last ``(x, y, z, w)`` (the order of ``scipy.spatial.transform.Rotation``).
 * The 9-vector pose encoding is ``[t (3), q_xyzw (4), fov_h, fov_w]`` with the fields of view in radians.
 * Intrinsics built from the fields of view put the principal point at ``(W / 2, H / 2)`` in a pixel grid
-  whose pixel centres are the integer coordinates ``0 .. W-1`` (the grid VGGT unprojects its depth with).
+  whose pixel centres are the integer coordinates ``0 .. W-1`` (the grid VGGT unprojects its depth with);
+  ``principal_point="center"`` puts it at the exact image centre ``((W-1)/2, (H-1)/2)`` of that grid instead.
 
 All functions are vectorised over any leading batch shape and keep the input dtype (float64-safe).
 The conversions are small closed forms, written here in torch so they stay on the model's device and
@@ -107,24 +108,32 @@ def rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
 
 
 def intrinsics_from_fov(
-    fov_h: torch.Tensor, fov_w: torch.Tensor, image_hw: Tuple[int, int]
+    fov_h: torch.Tensor, fov_w: torch.Tensor, image_hw: Tuple[int, int], principal_point: str = "vggt"
 ) -> torch.Tensor:
-    """Pinhole intrinsics from fields of view, principal point at ``(W/2, H/2)``.
+    """Pinhole intrinsics from fields of view, principal point at the image centre.
 
     Args:
         fov_h, fov_w: (...) vertical / horizontal field of view in radians.
         image_hw: ``(H, W)`` of the image the intrinsics refer to (pixels).
+        principal_point: "vggt": ``(W/2, H/2)`` exactly as VGGT builds it; "center": ``((W-1)/2, (H-1)/2)``,
+            the true image centre when pixel centres are at integer coordinates (half a pixel from VGGT's).
     Returns:
-        (..., 3, 3) intrinsics ``[[fx, 0, W/2], [0, fy, H/2], [0, 0, 1]]``.
+        (..., 3, 3) intrinsics ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``.
     """
     H, W = image_hw
+    if principal_point == "vggt":
+        cx, cy = W / 2.0, H / 2.0
+    elif principal_point == "center":
+        cx, cy = (W - 1) / 2.0, (H - 1) / 2.0
+    else:
+        raise ValueError(f"principal_point must be 'vggt' or 'center', got {principal_point!r}")
     fy = (H / 2.0) / torch.tan(fov_h / 2.0)
     fx = (W / 2.0) / torch.tan(fov_w / 2.0)
     K = torch.zeros(fov_h.shape + (3, 3), dtype=fov_h.dtype, device=fov_h.device)
     K[..., 0, 0] = fx
     K[..., 1, 1] = fy
-    K[..., 0, 2] = W / 2.0
-    K[..., 1, 2] = H / 2.0
+    K[..., 0, 2] = cx
+    K[..., 1, 2] = cy
     K[..., 2, 2] = 1.0
     return K
 
@@ -138,13 +147,14 @@ def fov_from_intrinsics(K: torch.Tensor, image_hw: Tuple[int, int]) -> Tuple[tor
 
 
 def pose_encoding_to_extri_intri(
-    pose_enc: torch.Tensor, image_hw: Tuple[int, int]
+    pose_enc: torch.Tensor, image_hw: Tuple[int, int], principal_point: str = "vggt"
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Decode VGGT's ``absT_quaR_FoV`` encoding.
 
     Args:
         pose_enc: (..., 9) ``[t, q_xyzw, fov_h, fov_w]``.
         image_hw: ``(H, W)`` of the model grid the encoding refers to.
+        principal_point: see :func:`intrinsics_from_fov`.
     Returns:
         extrinsics: (..., 3, 4) camera-from-world ``[R | t]``.
         intrinsics: (..., 3, 3).
@@ -154,7 +164,7 @@ def pose_encoding_to_extri_intri(
     t = pose_enc[..., :3]
     R = quat_to_rotmat(pose_enc[..., 3:7])
     extr = torch.cat((R, t[..., None]), dim=-1)
-    K = intrinsics_from_fov(pose_enc[..., 7], pose_enc[..., 8], image_hw)
+    K = intrinsics_from_fov(pose_enc[..., 7], pose_enc[..., 8], image_hw, principal_point)
     return extr, K
 
 

@@ -99,12 +99,21 @@ class PixelMap:
         return (uv - o) / s
 
     def intrinsics_to_model(self, K: torch.Tensor) -> torch.Tensor:
-        """(..., 3, 3) intrinsics in input pixels -> model-grid pixels."""
-        return self.affine(K.dtype, K.device) @ K
+        """(..., 3, 3) intrinsics in input pixels -> model-grid pixels (``A @ K``, written per row so that
+        infinite focal lengths stay infinite instead of turning into NaN)."""
+        sx, sy = self.scale_xy
+        ox, oy = self.offset_xy
+        r0 = K[..., 0, :] * sx + K[..., 2, :] * ox
+        r1 = K[..., 1, :] * sy + K[..., 2, :] * oy
+        return torch.stack((r0, r1, K[..., 2, :]), dim=-2)
 
     def intrinsics_to_input(self, K: torch.Tensor) -> torch.Tensor:
-        """(..., 3, 3) intrinsics in model-grid pixels -> input pixels."""
-        return torch.linalg.inv(self.affine(K.dtype, K.device)) @ K
+        """(..., 3, 3) intrinsics in model-grid pixels -> input pixels (``A^-1 @ K``)."""
+        sx, sy = self.scale_xy
+        ox, oy = self.offset_xy
+        r0 = (K[..., 0, :] - K[..., 2, :] * ox) / sx
+        r1 = (K[..., 1, :] - K[..., 2, :] * oy) / sy
+        return torch.stack((r0, r1, K[..., 2, :]), dim=-2)
 
     def content_box(self) -> Tuple[int, int, int, int]:
         """Model-grid pixels holding image content (not padding): ``(x0, y0, x1, y1)`` inclusive."""

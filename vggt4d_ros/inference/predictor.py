@@ -1,0 +1,416 @@
+"""Run the 4D model on one window and turn its outputs into typed per-frame results at input size.
+
+``Predictor`` owns the model on its device and precision, preprocesses frames (:mod:`.preprocess`),
+runs the model under ``torch.inference_mode``, decodes VGGT's pose encoding, re-expresses the window in
+the reference frame's camera, maps depth / confidence / masks / tracks back onto the input images with
+the exact pixel map, computes world points from depth + pose (default; the VGGT paper reports this is more
+accurate than the point head) and a dynamic mask (the model's mask head, else PAGE-4D's mask, else the
+training-free geometric-consistency estimate of :mod:`.dynamic_mask`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..geometry.points import depth_to_world_points, rebase_poses, se3_to_4x4
+from ..geometry.pose_encoding import pose_encoding_to_extri_intri
+from .dynamic_mask import geometric_dynamic_mask
+from .preprocess import PixelMap, model_to_input, model_to_input_channels, preprocess_frames
+from .types import FramePrediction, WindowPrediction
+
+__all__ = ["Predictor", "PRECISIONS"]
+
+_LOG = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Reference = Union[Tuple[str], Tuple[str, int], int]
+
+
+def _dtype_works(dtype: torch.dtype, device: torch.device) -> bool:
+    """True if a linear layer, a conv and a layer norm run in ``dtype`` on ``device``."""
+    if dtype == torch.float32:
+        return True
+    if device.type == "cuda":
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return False
+    try:
+        x = torch.randn(2, 3, 16, 16, device=device, dtype=dtype)
+        w = torch.randn(8, 3, 2, 2, device=device, dtype=dtype)
+        y = F.conv2d(x, w, stride=2).flatten(2).transpose(1, 2)
+        y = F.layer_norm(y, (8,))
+        y = F.scaled_dot_product_attention(y[:, None], y[:, None], y[:, None])
+        y = F.interpolate(y.reshape(2, 8, 8, 8), scale_factor=2.0, mode="bilinear", align_corners=True)
+        return bool(torch.isfinite(y.float()).all())
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def _to_float32_inputs(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook: cast floating tensors (also inside lists/tuples) to float32."""
+
+    def cast(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            return v.float()
+        if isinstance(v, (list, tuple)):
+            return type(v)(cast(x) for x in v)
+        return v
+
+    return cast(args), {k: cast(v) for k, v in kwargs.items()}
+
+
+class Predictor:
+    """Window -> :class:`WindowPrediction`.
+
+    Predicted intrinsics put the principal point at the exact centre of the model grid ("center" in
+    :func:`vggt4d_ros.geometry.intrinsics_from_fov`), mapped to input pixels with the frame's pixel map.
+
+    Args:
+        model: a :class:`vggt4d_ros.model.VGGT4D` (or anything with its forward contract).
+        device: torch device for the model and the post-processing.
+        precision: "fp32", "bf16" or "fp16". Low precision casts the weights (not autocast over fp32
+            weights); where the device cannot run it, falls back to fp32 with a warning.
+        target_width: model-grid width (multiple of 14); see :mod:`.preprocess`.
+        mode: "crop" or "pad" preprocessing.
+        keep_only_used_layers: keep only the aggregator layers the heads read (about 6x less activation
+            memory at VGGT-1B size); False keeps all 24.
+        compute_points: "depth" (depth + camera unprojection, default) or "head" (the point head).
+        fp32_modules: names of sub-modules kept in fp32 under low precision (their inputs are cast to
+            fp32); default the camera head (cheap: it sees only the camera tokens; pose precision matters).
+        layout: attention layout passed to the model ("global" / "spatiotemporal"); None = the model's.
+        dynamic_mask: "auto" (mask head, else PAGE-4D, else geometric), "head", "page4d", "geometric",
+            or "none".
+        geometric_mask_kw: keyword arguments of :func:`.dynamic_mask.geometric_dynamic_mask`, plus
+            ``stride`` (compute on every ``stride``-th model pixel, default 2) and ``conf_quantile``
+            (ignore pixels below this depth-confidence quantile, default 0.1).
+        resample: "bilinear" or "nearest": how model-grid maps are brought back to input size.
+        pad_value: value of padded pixels (pad mode).
+    """
+
+    MIN_FOV = 1e-3  # radians; decoded fields of view are clamped to [MIN_FOV, MAX_FOV]
+    MAX_FOV = 3.1
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: Union[str, torch.device] = "cpu",
+        precision: str = "fp32",
+        target_width: int = 518,
+        mode: str = "crop",
+        keep_only_used_layers: bool = True,
+        compute_points: str = "depth",
+        fp32_modules: Sequence[str] = ("camera_head",),
+        layout: Optional[str] = None,
+        dynamic_mask: str = "auto",
+        geometric_mask_kw: Optional[Dict[str, Any]] = None,
+        resample: str = "bilinear",
+        pad_value: float = 1.0,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if compute_points not in ("depth", "head"):
+            raise ValueError(f"compute_points must be 'depth' or 'head', got {compute_points!r}")
+        if dynamic_mask not in ("auto", "head", "page4d", "geometric", "none"):
+            raise ValueError(f"unknown dynamic_mask source {dynamic_mask!r}")
+        if mode not in ("crop", "pad"):
+            raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
+        self.device = torch.device(device)
+        dtype = PRECISIONS[precision]
+        if not _dtype_works(dtype, self.device):
+            _LOG.warning("precision %s is not supported on %s; using fp32", precision, self.device)
+            precision, dtype = "fp32", torch.float32
+        self.precision = precision
+        self.dtype = dtype
+        self.target_width = int(target_width)
+        self.mode = mode
+        self.compute_points = compute_points
+        self.layout = layout
+        self.dynamic_mask = dynamic_mask
+        self.geometric_mask_kw = dict(geometric_mask_kw or {})
+        self.resample = resample
+        self.pad_value = float(pad_value)
+
+        model = model.eval().to(device=self.device, dtype=dtype)
+        self._hooks = []
+        if dtype != torch.float32:
+            for name in fp32_modules:
+                sub = getattr(model, name, None)
+                if sub is None:
+                    continue
+                sub.float()
+                self._hooks.append(sub.register_forward_pre_hook(_to_float32_inputs, with_kwargs=True))
+        agg = getattr(model, "aggregator", None)
+        if agg is not None and hasattr(agg, "keep_layers"):
+            if keep_only_used_layers and hasattr(model, "required_layers"):
+                agg.keep_layers = tuple(model.required_layers())
+            elif not keep_only_used_layers:
+                agg.keep_layers = None
+        self.model = model
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, name_or_path: str, checkpoint: Optional[str] = None, **kw: Any) -> "Predictor":
+        """Build the model from a named config (e.g. "tiny", "vggt-1b") or a YAML path, load ``checkpoint``
+        (if given; random weights otherwise) and wrap it."""
+        from ..model import load_checkpoint
+        from ..model.configs import build_model_from_config
+
+        model = build_model_from_config(name_or_path)
+        if checkpoint is not None:
+            load_checkpoint(model, checkpoint)
+        return cls(model, **kw)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def reference_frame(reference: Reference, num_times: int, num_views: int) -> int:
+        """Window index of the reference frame: ("first",), ("newest", view), ("index", s) or an int."""
+        S = num_times * num_views
+        if isinstance(reference, int):
+            idx = reference
+        elif reference[0] == "first":
+            idx = 0
+        elif reference[0] == "newest":
+            v = int(reference[1]) if len(reference) > 1 else 0
+            if not 0 <= v < num_views:
+                raise ValueError(f"view {v} outside 0..{num_views - 1}")
+            idx = (num_times - 1) * num_views + v
+        elif reference[0] == "index":
+            idx = int(reference[1])
+        else:
+            raise ValueError(f"unknown reference {reference!r}")
+        if not 0 <= idx < S:
+            raise ValueError(f"reference frame {idx} outside 0..{S - 1}")
+        return idx
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _known_intrinsics(self, intrinsics: Any, S: int) -> Optional[torch.Tensor]:
+        if intrinsics is None:
+            return None
+        K = torch.as_tensor(np.asarray(intrinsics, dtype=np.float64) if not isinstance(intrinsics, torch.Tensor)
+                            else intrinsics, dtype=torch.float64)
+        if K.shape == (3, 3):
+            K = K.expand(S, 3, 3)
+        if K.shape != (S, 3, 3):
+            raise ValueError(f"intrinsics must be (3, 3) or ({S}, 3, 3), got {tuple(K.shape)}")
+        return K.to(self.device)
+
+    # ------------------------------------------------------------------ main entry
+    @torch.inference_mode()
+    def predict(
+        self,
+        frames: Sequence[Any],
+        num_views: int = 1,
+        intrinsics: Any = None,
+        query_points: Any = None,
+        reference: Reference = ("first",),
+        time_index: Optional[Sequence[int]] = None,
+    ) -> WindowPrediction:
+        """Predict one window.
+
+        Args:
+            frames: ``S = T * V`` uint8 RGB frames (H, W, 3), time-major (``s = t * V + v``); sizes may differ.
+            num_views: V.
+            intrinsics: optional known intrinsics in input pixels, (3, 3) for all or (S, 3, 3); when given they
+                are reported and used for depth -> points and the geometric mask.
+            query_points: optional (N, 2) pixels (x, y) in the reference frame's input image to track.
+            reference: ("first",) (frame 0), ("newest", v) (view v at the newest time step), ("index", s).
+            time_index: optional (T,) labels of the time steps (reported per frame); default 0..T-1.
+        Returns:
+            :class:`WindowPrediction`.
+        """
+        t0 = time.perf_counter()
+        S = len(frames)
+        if S == 0 or num_views < 1 or S % num_views:
+            raise ValueError(f"{S} frames do not form a window of {num_views} views")
+        T = S // num_views
+        ref = self.reference_frame(reference, T, num_views)
+        images, maps = preprocess_frames(frames, self.target_width, self.mode, pad_value=self.pad_value,
+                                         device=self.device, dtype=self.dtype)
+        Hm, Wm = maps[0].model_hw
+        K_known = self._known_intrinsics(intrinsics, S)
+        q_model = None
+        if query_points is not None:
+            q = torch.as_tensor(np.asarray(query_points, dtype=np.float64)).reshape(-1, 2).to(self.device)
+            q_model = maps[ref].input_to_model(q).to(self.dtype)[None]  # (1, N, 2)
+        self._sync()
+        t1 = time.perf_counter()
+
+        out = self.model(images[None], q_model, num_views=num_views, reference_index=ref, layout=self.layout)
+        self._sync()
+        t2 = time.perf_counter()
+
+        raw = self._raw(out, images)
+        pred = self._postprocess(raw, maps, num_views, T, ref, K_known, time_index)
+        self._sync()
+        t3 = time.perf_counter()
+        pred.timing_ms = {
+            "preprocess": 1e3 * (t1 - t0),
+            "model": 1e3 * (t2 - t1),
+            "postprocess": 1e3 * (t3 - t2),
+            "total": 1e3 * (t3 - t0),
+        }
+        return pred
+
+    # ------------------------------------------------------------------ post-processing
+    @staticmethod
+    def _raw(out: Dict[str, Any], images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        raw: Dict[str, torch.Tensor] = {"images": images}
+        for k in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf",
+                  "dynamic_mask_logits", "page_mask"):
+            v = out.get(k)
+            if isinstance(v, torch.Tensor):
+                v = v[0].float()
+                if k == "depth":
+                    v = v[..., 0]
+                raw[k] = v
+        return raw
+
+    def _dynamic(self, raw: Dict[str, torch.Tensor], depth_m: torch.Tensor, cfw: torch.Tensor, K_m: torch.Tensor,
+                 tidx: torch.Tensor) -> Tuple[Optional[torch.Tensor], str]:
+        """(S, Hm, Wm) dynamic probability on the model grid and its source."""
+        src = self.dynamic_mask
+        if src == "auto":
+            src = "head" if "dynamic_mask_logits" in raw else ("page4d" if "page_mask" in raw else "geometric")
+        if src == "none":
+            return None, "none"
+        if src == "head":
+            if "dynamic_mask_logits" not in raw:
+                raise RuntimeError("dynamic_mask='head' but the model has no mask head")
+            return torch.sigmoid(raw["dynamic_mask_logits"]), "head"
+        if src == "page4d":
+            if "page_mask" not in raw:
+                raise RuntimeError("dynamic_mask='page4d' but the model has no PAGE-4D mask")
+            pm = F.interpolate(raw["page_mask"][:, None], size=depth_m.shape[-2:], mode="bilinear",
+                               align_corners=False)[:, 0]
+            return pm.clamp(0.0, 1.0), "page4d"
+        kw = dict(self.geometric_mask_kw)
+        stride = int(kw.pop("stride", 2))
+        q = kw.pop("conf_quantile", 0.1)
+        d = depth_m[:, ::stride, ::stride]
+        K = K_m.clone()
+        K[:, :2] /= stride  # pixel u' of the strided grid is pixel stride * u' of the model grid
+        if q and "depth_conf" in raw:
+            conf = raw["depth_conf"][:, ::stride, ::stride]
+            thr = torch.quantile(conf.reshape(conf.shape[0], -1).float(), float(q), dim=1)
+            kw.setdefault("valid", conf >= thr[:, None, None])
+        score = geometric_dynamic_mask(d, cfw, K, tidx, **kw).float()
+        if stride > 1:
+            score = _upsample_strided(score, stride, depth_m.shape[-2:])
+        return score, "geometric"
+
+    def _postprocess(
+        self,
+        raw: Dict[str, torch.Tensor],
+        maps: List[PixelMap],
+        V: int,
+        T: int,
+        ref: int,
+        K_known: Optional[torch.Tensor],
+        time_labels: Optional[Sequence[int]],
+    ) -> WindowPrediction:
+        S = len(maps)
+        Hm, Wm = maps[0].model_hw
+        if "pose_enc" not in raw or "depth" not in raw:
+            raise RuntimeError("the model must have a camera head and a depth head")
+        enc = raw["pose_enc"].double().clone()
+        enc[..., 7:9] = enc[..., 7:9].clamp(self.MIN_FOV, self.MAX_FOV)  # a degenerate FoV gives infinite focals
+        extr, K_pred = pose_encoding_to_extri_intri(enc, (Hm, Wm), principal_point="center")
+        cfw_model = se3_to_4x4(extr)  # the model's own world frame
+        cfw, _ = rebase_poses(cfw_model, ref)
+        ref_from_model_world = cfw_model[ref]
+        if K_known is not None:
+            K_m = torch.stack([maps[s].intrinsics_to_model(K_known[s]) for s in range(S)])
+        else:
+            K_m = K_pred
+        K_in = K_known if K_known is not None else torch.stack([maps[s].intrinsics_to_input(K_m[s]) for s in range(S)])
+        depth_m = raw["depth"]
+        tidx = torch.arange(T, device=depth_m.device).repeat_interleave(V)
+        mask_m, mask_src = self._dynamic(raw, depth_m, cfw.to(depth_m.device), K_m.to(depth_m.device), tidx)
+        if mask_m is not None:
+            raw["dynamic_mask"] = mask_m
+        pts_m = None
+        if self.compute_points == "head":
+            if "world_points" not in raw:
+                raise RuntimeError("compute_points='head' but the model has no point head")
+            pts_m = _apply(ref_from_model_world, raw["world_points"].double()).float()
+
+        labels = list(time_labels) if time_labels is not None else list(range(T))
+        cfw_np = cfw.cpu().numpy()
+        K_in_np = K_in.cpu().numpy()
+        frames: List[FramePrediction] = []
+        for s in range(S):
+            pm = maps[s]
+            depth = model_to_input(depth_m[s], pm, self.resample)
+            depth = torch.where(depth > 0, depth, torch.full_like(depth, float("nan")))
+            dconf = model_to_input(raw["depth_conf"][s], pm, self.resample) if "depth_conf" in raw else \
+                torch.ones_like(depth)
+            if pts_m is None:
+                pts = depth_to_world_points(depth.double(), cfw[s].to(depth.device), K_in[s].to(depth.device)).float()
+                pconf = dconf
+            else:
+                pts = model_to_input_channels(pts_m[s], pm, self.resample)
+                pconf = model_to_input(raw["world_points_conf"][s], pm, self.resample)
+            mask = None if mask_m is None else model_to_input(mask_m[s], pm, self.resample).clamp(0.0, 1.0)
+            tracks = vis = tconf = None
+            if "track" in raw:
+                tracks = pm.model_to_input(raw["track"][s].double()).float().cpu().numpy()
+                vis = raw["vis"][s].cpu().numpy() if "vis" in raw else None
+                tconf = raw["conf"][s].cpu().numpy() if "conf" in raw else None
+            frames.append(FramePrediction(
+                index=s,
+                time_index=int(labels[s // V]),
+                view_index=s % V,
+                image_hw=pm.input_hw,
+                cam_from_world=cfw_np[s],
+                intrinsics=K_in_np[s],
+                intrinsics_known=K_known is not None,
+                depth=depth.float().cpu().numpy(),
+                depth_conf=dconf.float().cpu().numpy(),
+                points_world=pts.cpu().numpy(),
+                points_conf=pconf.float().cpu().numpy(),
+                dynamic_mask=None if mask is None else mask.float().cpu().numpy(),
+                tracks=tracks,
+                track_vis=vis,
+                track_conf=tconf,
+                pixel_map=pm,
+            ))
+        return WindowPrediction(
+            frames=frames,
+            num_views=V,
+            num_times=T,
+            reference_index=ref,
+            model_hw=(Hm, Wm),
+            cam_from_world=cfw,
+            model_intrinsics=K_m,
+            raw=raw,
+            dynamic_mask_source=mask_src,
+        )
+
+
+def _apply(T: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Apply one (4, 4) transform to (..., 3) points."""
+    return pts @ T[:3, :3].T.to(pts.dtype) + T[:3, 3].to(pts.dtype)
+
+
+def _upsample_strided(x: torch.Tensor, stride: int, size: Tuple[int, int]) -> torch.Tensor:
+    """(S, h, w) values sampled at model pixels ``stride * i`` -> (S, H, W) on the full grid (bilinear, exact
+    alignment: model pixel u sits at strided coordinate u / stride; clamped at the far border)."""
+    H, W = size
+    h, w = x.shape[-2:]
+    u = torch.arange(W, device=x.device, dtype=torch.float32) / stride
+    v = torch.arange(H, device=x.device, dtype=torch.float32) / stride
+    gx = (2.0 * u.clamp(max=w - 1) + 1.0) / w - 1.0
+    gy = (2.0 * v.clamp(max=h - 1) + 1.0) / h - 1.0
+    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)
+    grid = grid[None].expand(x.shape[0], H, W, 2)
+    return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]

@@ -1,0 +1,106 @@
+"""Typed results of :class:`vggt4d_ros.inference.predictor.Predictor`.
+
+Per-frame results are numpy arrays at the INPUT image size and in input pixels (pixel centres at integer
+coordinates, the OpenCV / ROS convention); the raw model-grid tensors stay available for callers that need
+them (window alignment, caching).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .preprocess import PixelMap
+
+__all__ = ["FramePrediction", "WindowPrediction"]
+
+
+@dataclass
+class FramePrediction:
+    """Everything predicted for one frame of a window.
+
+    Attributes:
+        index: position ``s`` in the window (time-major: ``s = t * V + v``).
+        time_index: ``t``; view_index: ``v``.
+        image_hw: (H, W) of the input frame.
+        cam_from_world: (4, 4) float64, OpenCV axes; world = the reference frame's camera.
+        intrinsics: (3, 3) float64 in input pixels (the given known intrinsics when supplied).
+        intrinsics_known: True when ``intrinsics`` were given, not predicted.
+        depth: (H, W) float32 z-depth (window scale, not metric), NaN where invalid / cropped away.
+        depth_conf: (H, W) float32 (VGGT's 1 + exp(x) confidence), NaN where cropped away.
+        points_world: (H, W, 3) float32 in the world (reference camera) frame, NaN where invalid.
+        points_conf: (H, W) float32 confidence of the points (depth confidence for depth-derived points).
+        dynamic_mask: (H, W) float32 in [0, 1] (probability / vote that the pixel moves), or None.
+        tracks: (N, 2) float32 input pixels of the query points in this frame, or None.
+        track_vis, track_conf: (N,) float32 visibility / confidence, or None.
+        pixel_map: the input <-> model-grid mapping of this frame.
+    """
+
+    index: int
+    time_index: int
+    view_index: int
+    image_hw: Tuple[int, int]
+    cam_from_world: np.ndarray
+    intrinsics: np.ndarray
+    intrinsics_known: bool
+    depth: np.ndarray
+    depth_conf: np.ndarray
+    points_world: np.ndarray
+    points_conf: np.ndarray
+    dynamic_mask: Optional[np.ndarray]
+    tracks: Optional[np.ndarray]
+    track_vis: Optional[np.ndarray]
+    track_conf: Optional[np.ndarray]
+    pixel_map: PixelMap
+
+    @property
+    def world_from_cam(self) -> np.ndarray:
+        """(4, 4) float64 camera pose in the world (inverse of ``cam_from_world``)."""
+        R = self.cam_from_world[:3, :3]
+        t = self.cam_from_world[:3, 3]
+        out = np.eye(4)
+        out[:3, :3] = R.T
+        out[:3, 3] = -R.T @ t
+        return out
+
+
+@dataclass
+class WindowPrediction:
+    """One window's predictions.
+
+    Attributes:
+        frames: ``S = T * V`` :class:`FramePrediction`, time-major.
+        num_views: V; num_times: T.
+        reference_index: frame whose camera is the world frame (its ``cam_from_world`` is the identity).
+        model_hw: (H, W) of the model grid.
+        cam_from_world: (S, 4, 4) float64 torch tensor (rebased, same as the per-frame values).
+        model_intrinsics: (S, 3, 3) float64 torch tensor in model-grid pixels (the ones used for geometry).
+        raw: the model's outputs on the model grid (batch dim removed, float32, on the model's device):
+            ``pose_enc`` (S, 9), ``depth`` (S, Hm, Wm), ``depth_conf``, ``world_points`` (S, Hm, Wm, 3, in the
+            model's own world frame), ``world_points_conf``, ``dynamic_mask`` (S, Hm, Wm) when computed,
+            ``track`` (S, N, 2) / ``vis`` / ``conf`` with queries, ``images`` (S, 3, Hm, Wm) model input.
+        dynamic_mask_source: "head", "page4d", "geometric" or "none".
+        timing_ms: "preprocess", "model", "postprocess", "total" (wall clock, device synchronised).
+    """
+
+    frames: List[FramePrediction]
+    num_views: int
+    num_times: int
+    reference_index: int
+    model_hw: Tuple[int, int]
+    cam_from_world: torch.Tensor
+    model_intrinsics: torch.Tensor
+    raw: Dict[str, torch.Tensor] = field(default_factory=dict)
+    dynamic_mask_source: str = "none"
+    timing_ms: Dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def frame(self, time_index: int, view_index: int = 0) -> FramePrediction:
+        """The frame at time step ``time_index`` (negative counts from the newest) of view ``view_index``."""
+        t = time_index % self.num_times
+        return self.frames[t * self.num_views + view_index]
