@@ -1,7 +1,7 @@
 """Iterative point tracker (VGGT's ``BaseTrackerPredictor``, after co-tracker / VGGSfM)."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
