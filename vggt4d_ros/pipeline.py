@@ -1,0 +1,354 @@
+"""From a window of camera frames to per-time-step outputs, without ROS.
+
+The node (:mod:`vggt4d_ros.ros.node`) and the offline replay tool both run this class, so the offline
+and the ROS results are the same computation. One :class:`Pipeline` call per window:
+
+1. the :class:`~vggt4d_ros.inference.predictor.Predictor` predicts poses, depth, confidence, dynamic
+   masks and tracks for the V x T frames (world = the window's reference camera, model scale);
+2. :class:`~vggt4d_ros.window.chain.WindowChainer` chains the window to the trajectory so far through
+   the overlapping frames (robust Sim(3) on camera centres and static points), holding the scale;
+   with two or more cameras whose extrinsics are known, the rig baselines make the scale metric;
+3. every time step of the window not yet output gets a :class:`StepOutput`: per camera depth (odom
+   units, NaN invalid), confidence, dynamic probability, intrinsics, points in the optical frame,
+   colours, keypoints with stable ids, and the poses of the cameras and of the body in odom.
+
+Frames: ``odom`` is the body frame at the first window (REP 105); when no body frame is used it is
+the first camera's optical frame. ``T_base_cam`` maps a camera's optical frame to the body frame
+(from /tf_static or parameters); without it, camera 0 is assumed at the body origin looking along
+body x (REP 103 optical axes), and scale stays up to the model's unit.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from vggt4d_ros.window.chain import TrackingState, WindowChainer, metric_scale_from_rig
+
+__all__ = ["PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
+
+# Optical (x right, y down, z forward) -> body (x forward, y left, z up); REP 103.
+_T_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0, 0, 0, 1.0]])
+
+
+@dataclass
+class PipelineConfig:
+    cameras: List[str]
+    model_config: str = "tiny"
+    checkpoint: Optional[str] = None
+    device: str = "auto"
+    precision: str = "fp32"
+    target_width: int = 518
+    resize_mode: str = "crop"
+    layout: Optional[str] = None
+    num_steps: int = 4
+    reference: str = "first"  # "first" or "newest" (of camera 0)
+    keypoints_max: int = 64
+    use_camera_info_intrinsics: bool = False
+    metric_scale: str = "auto"  # "auto" (rig baselines when known), "none"
+    chain_points_grid: int = 24  # pixels per side of the fixed sample used to chain windows
+    mask_threshold: float = 0.5
+
+
+@dataclass
+class KeypointSet:
+    ids: np.ndarray  # (N,) uint64
+    uv: np.ndarray  # (N, 2) float32 input pixels
+    conf: np.ndarray  # (N,) float32
+    visible: np.ndarray  # (N,) bool
+    age: np.ndarray  # (N,) uint32
+    xyz: np.ndarray  # (N, 3) float32 optical frame, NaN unknown
+
+
+@dataclass
+class CameraOutput:
+    name: str
+    frame_id: str
+    stamp: Any  # the input header stamp object, passed through untouched
+    stamp_ns: int
+    depth: np.ndarray  # (H, W) float32 odom units, NaN invalid
+    confidence: np.ndarray  # (H, W) float32
+    dynamic: np.ndarray  # (H, W) float32 in [0, 1]
+    K: np.ndarray  # (3, 3) float64 intrinsics of depth's pixel grid
+    points_cam: np.ndarray  # (H, W, 3) float32 optical frame, NaN invalid
+    rgb: np.ndarray  # (H, W, 3) uint8
+    keypoints: Optional[KeypointSet] = None
+
+
+@dataclass
+class StepOutput:
+    step_id: int
+    stamp: Any  # acquisition stamp of camera 0 (or the first camera present)
+    stamp_ns: int
+    cameras: Dict[str, CameraOutput]
+    T_odom_cam: Dict[str, np.ndarray]  # (4, 4) optical frame pose in odom
+    T_odom_base: np.ndarray  # (4, 4) body (or camera-0 optical) pose in odom
+    twist: Optional[np.ndarray] = None  # (6,) in the child frame
+
+
+@dataclass
+class WindowResult:
+    window_index: int
+    steps: List[StepOutput]
+    num_views: int
+    num_steps: int
+    window_start: Any
+    window_end: Any
+    tracking_state: int
+    scale: float
+    scale_is_metric: bool
+    chain_inlier_ratio: float
+    inference_s: float
+    total_s: float
+    message: str = ""
+    timing_ms: Dict[str, float] = field(default_factory=dict)
+
+
+#: ``model.checkpoint`` value that asks for seeded random weights (tests and benchmarks only).
+RANDOM_INIT = "random-init"
+EMBEDDED_DIR = Path(__file__).resolve().parent / "resources" / "models"
+
+
+def resolve_checkpoint(model_config: str, checkpoint: Optional[str]) -> Optional[str]:
+    """The weights file to load: ``checkpoint`` when given (must exist), the embedded weights of a named
+    configuration (``resources/models/<name>.safetensors``) when empty, None for :data:`RANDOM_INIT`.
+
+    Raises FileNotFoundError with the reason otherwise.
+    """
+    if checkpoint == RANDOM_INIT:
+        return None
+    if checkpoint:
+        p = Path(checkpoint).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"model.checkpoint {checkpoint!r} does not exist or is not a file")
+        return str(p)
+    embedded = EMBEDDED_DIR / f"{Path(model_config).stem}.safetensors"
+    if embedded.is_file():
+        return str(embedded)
+    raise FileNotFoundError(
+        f"model {model_config!r} ships no embedded weights: set model.checkpoint to a .safetensors/.pt file "
+        f"(or {RANDOM_INIT!r} for random weights)")
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def unproject_depth(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(H, W) z-depth + (3, 3) K -> (H, W, 3) float32 points in the optical frame (NaN stays NaN)."""
+    h, w = depth.shape
+    u = np.arange(w, dtype=np.float32)
+    v = np.arange(h, dtype=np.float32)
+    x = (u[None, :] - np.float32(K[0, 2])) / np.float32(K[0, 0])
+    y = (v[:, None] - np.float32(K[1, 2])) / np.float32(K[1, 1])
+    d = depth.astype(np.float32, copy=False)
+    return np.stack([x * d, np.broadcast_to(y, d.shape) * d, d], axis=-1)
+
+
+class Pipeline:
+    """Runs windows through the model and the chainer; see the module docstring."""
+
+    def __init__(self, config: PipelineConfig, predictor: Any = None) -> None:
+        self.cfg = config
+        if predictor is None:
+            from vggt4d_ros.inference.predictor import Predictor
+            from vggt4d_ros.model.configs import load_model_config
+
+            load_model_config(config.model_config)  # clear error for an unknown name before any work
+            ckpt = resolve_checkpoint(config.model_config, config.checkpoint)
+            if ckpt is None:
+                import torch
+
+                torch.manual_seed(0)  # RANDOM_INIT: deterministic random weights (tests, benchmarks)
+            predictor = Predictor.from_config(
+                config.model_config, checkpoint=ckpt, device=_resolve_device(config.device),
+                precision=config.precision, target_width=config.target_width, mode=config.resize_mode,
+                layout=config.layout)
+        self.predictor = predictor
+        self.device_name = str(getattr(predictor, "device", "cpu"))
+        self._chainer: Optional[WindowChainer] = None
+        self._last_step_id: Optional[int] = None
+        self._last_pose: Optional[tuple] = None  # (stamp_ns, T_odom_base)
+        self._window_index = 0
+        self._reset_reason: Optional[str] = None
+        self._T_base_cam0: Optional[np.ndarray] = None
+        self._tracks = None
+
+    # ------------------------------------------------------------------ state
+    def reset(self, reason: str = "") -> None:
+        """Forget everything (lifecycle activate): the next window starts a new odom frame."""
+        self._chainer = None
+        self._last_step_id = None
+        self._last_pose = None
+        self._T_base_cam0 = None
+        self._tracks = None
+        self._reset_reason = None
+
+    def request_reset(self, reason: str) -> None:
+        """Input discontinuity (bag loop, time jump): restart the window chain without an odom jump."""
+        self._reset_reason = reason
+
+    def close(self) -> None:
+        """Free the model (and GPU memory)."""
+        self.predictor = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ------------------------------------------------------------------ main
+    def process(self, win: Any, T_base_cam: Optional[Dict[str, np.ndarray]] = None) -> WindowResult:
+        """Run one :class:`vggt4d_ros.window.window.Window` whose frame payloads are dicts with ``rgb``
+        (H, W, 3) uint8, ``stamp`` (opaque), ``stamp_ns`` (int), ``frame_id`` and ``info`` (CameraInfo-like
+        with ``k`` or None)."""
+        t_start = time.perf_counter()
+        T_base_cam = dict(T_base_cam or {})
+        V, T = win.num_views, win.num_steps
+        cams = list(win.camera_names)
+        frames = list(win.frames)
+        present = [f is not None for f in frames]
+        # A camera missing at some step: reuse its nearest frame in the window so the grid stays full;
+        # the substitute is never output.
+        for v in range(V):
+            idx = [t * V + v for t in range(T) if frames[t * V + v] is not None]
+            if not idx:
+                raise ValueError(f"camera {cams[v]} has no frame in this window")
+            for t in range(T):
+                s = t * V + v
+                if frames[s] is None:
+                    frames[s] = frames[min(idx, key=lambda j: abs(j - s))]
+        rgbs = [f["rgb"] for f in frames]
+        intr = None
+        if self.cfg.use_camera_info_intrinsics and all(f.get("info") is not None for f in frames):
+            intr = np.stack([np.asarray(f["info"].k, dtype=np.float64).reshape(3, 3) for f in frames])
+        ref = ("first",) if self.cfg.reference == "first" else ("newest", 0)
+
+        if self._reset_reason is not None and self._chainer is not None:
+            self._chainer.reset()
+            self._last_step_id = None
+            self._tracks = None
+        self._reset_reason = None
+
+        queries = self._track_queries(win, ref)
+        t0 = time.perf_counter()
+        pred = self.predictor.predict(rgbs, num_views=V, intrinsics=intr, query_points=queries, reference=ref,
+                                      time_index=list(win.step_ids))
+        inference_s = time.perf_counter() - t0
+
+        E = np.stack([f.cam_from_world for f in pred.frames])  # (S, 4, 4)
+        metric = None
+        if self.cfg.metric_scale == "auto" and V >= 2 and all(c in T_base_cam for c in cams):
+            inv0 = np.linalg.inv(T_base_cam[cams[0]])
+            rig = np.stack([inv0 @ T_base_cam[c] for c in cams])
+            m = metric_scale_from_rig(E, V, rig)
+            metric = m if np.isfinite(m) and m > 0 else None
+        if self._chainer is None:
+            T_base_cam0 = T_base_cam.get(cams[0], _T_BODY_OPTICAL)
+            self._T_base_cam0 = T_base_cam0
+            self._chainer = WindowChainer(V, T_odom_cam0=T_base_cam0)
+        pts, wts, dyn = self._chain_sample(pred)
+        chain = self._chainer.add_window(win.step_ids, E, points=pts, weights=wts, dynamic=dyn, metric_scale=metric)
+        scale = float(chain.scale)
+
+        steps: List[StepOutput] = []
+        new_t = [t for t in range(T) if self._last_step_id is None or win.step_ids[t] > self._last_step_id]
+        kp_by_frame = self._update_tracks(pred, win, ref, new_t)
+        inv_base0 = np.linalg.inv(self._T_base_cam0)
+        for t in new_t:
+            outs: Dict[str, CameraOutput] = {}
+            poses: Dict[str, np.ndarray] = {}
+            for v, c in enumerate(cams):
+                s = t * V + v
+                T_oc = chain.T_odom_cam[t, v]
+                poses[c] = T_oc
+                if not present[s]:
+                    continue
+                fp = pred.frames[s]
+                f = frames[s]
+                depth = (fp.depth * scale).astype(np.float32)
+                outs[c] = CameraOutput(
+                    name=c, frame_id=f["frame_id"], stamp=f["stamp"], stamp_ns=int(f["stamp_ns"]), depth=depth,
+                    confidence=fp.depth_conf.astype(np.float32),
+                    dynamic=(fp.dynamic_mask if fp.dynamic_mask is not None
+                             else np.zeros(depth.shape, np.float32)).astype(np.float32),
+                    K=np.asarray(fp.intrinsics, dtype=np.float64), points_cam=unproject_depth(depth, fp.intrinsics),
+                    rgb=f["rgb"], keypoints=kp_by_frame.get(s))
+            if not outs:
+                continue
+            first = outs[cams[0]] if cams[0] in outs else next(iter(outs.values()))
+            T_odom_base = poses[cams[0]] @ inv_base0
+            twist = None
+            if self._last_pose is not None:
+                dt = (first.stamp_ns - self._last_pose[0]) * 1e-9
+                if dt > 0:
+                    twist = _body_twist(self._last_pose[1], T_odom_base, dt)
+            self._last_pose = (first.stamp_ns, T_odom_base)
+            steps.append(StepOutput(step_id=int(win.step_ids[t]), stamp=first.stamp, stamp_ns=first.stamp_ns,
+                                    cameras=outs, T_odom_cam=poses, T_odom_base=T_odom_base, twist=twist))
+        if new_t:
+            self._last_step_id = int(win.step_ids[new_t[-1]])
+        self._window_index += 1
+        start = next(f["stamp"] for f in frames[:V])
+        end = next(f["stamp"] for f in frames[(T - 1) * V:])
+        return WindowResult(
+            window_index=self._window_index, steps=steps, num_views=V, num_steps=T, window_start=start,
+            window_end=end, tracking_state=int(chain.state), scale=scale, scale_is_metric=bool(chain.scale_is_metric),
+            chain_inlier_ratio=float(chain.inlier_ratio) if np.isfinite(chain.inlier_ratio) else 0.0,
+            inference_s=inference_s, total_s=time.perf_counter() - t_start, message=chain.message,
+            timing_ms=dict(pred.timing_ms))
+
+    # ------------------------------------------------------------------ helpers
+    def _chain_sample(self, pred):
+        """A fixed pixel grid of world points, weights and dynamic flags per frame (same pixels every window)."""
+        n = self.cfg.chain_points_grid
+        if n <= 0:
+            return None, None, None
+        P, W, D = [], [], []
+        for fp in pred.frames:
+            h, w = fp.depth.shape
+            ys = np.linspace(0, h - 1, n).round().astype(int)
+            xs = np.linspace(0, w - 1, n).round().astype(int)
+            g = np.ix_(ys, xs)
+            P.append(fp.points_world[g].reshape(-1, 3))
+            c = fp.depth_conf[g].reshape(-1)
+            W.append(np.where(np.isfinite(c), c, 0.0))
+            dm = fp.dynamic_mask
+            D.append((dm[g].reshape(-1) >= self.cfg.mask_threshold) if dm is not None else np.zeros(n * n, bool))
+        return np.stack(P), np.stack(W), np.stack(D)
+
+    def _track_queries(self, win, ref) -> Optional[np.ndarray]:
+        if self.cfg.keypoints_max <= 0:
+            return None
+        try:
+            from vggt4d_ros.keypoints import KeypointTracker
+        except ImportError:
+            return None
+        if self._tracks is None:
+            self._tracks = KeypointTracker(max_count=self.cfg.keypoints_max)
+        return self._tracks.queries(win, ref)
+
+    def _update_tracks(self, pred, win, ref, new_t) -> Dict[int, KeypointSet]:
+        if self._tracks is None:
+            return {}
+        return self._tracks.update(pred, win, ref, new_t)
+
+
+def _body_twist(T0: np.ndarray, T1: np.ndarray, dt: float) -> np.ndarray:
+    """Twist (vx vy vz wx wy wz) in the child frame of T1 from two poses dt seconds apart."""
+    from scipy.spatial.transform import Rotation
+
+    D = np.linalg.inv(T0) @ T1  # motion expressed in the frame of T0
+    v = D[:3, 3] / dt
+    w = Rotation.from_matrix(D[:3, :3]).as_rotvec() / dt
+    R = D[:3, :3].T  # express in the frame of T1
+    return np.concatenate([R @ v, R @ w])

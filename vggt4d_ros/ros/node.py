@@ -1,0 +1,611 @@
+"""The vggt4d_ros lifecycle node: cameras in, poses / depth / clouds / masks / keypoints out.
+
+Thin by design: message conversion lives in :mod:`vggt4d_ros.ros.conversions` (and pointcloud,
+transforms), synchronisation and the sliding window in :mod:`vggt4d_ros.window`, and everything from a
+window of frames to per-step outputs in :class:`vggt4d_ros.pipeline.Pipeline`, which the offline replay
+tool runs too. This module declares parameters, owns subscriptions, publishers and the inference
+thread, and turns pipeline outputs into messages.
+
+Lifecycle: configure (parameters, model loaded, publishers), activate (subscriptions, worker thread),
+deactivate (subscriptions and worker stopped, window dropped), cleanup (model and GPU memory freed).
+With ``autostart`` (default) the node configures and activates itself.
+
+Threads: the executor thread only decodes images and feeds the synchroniser; complete windows are
+handed to one worker thread through a latest-wins slot, so a slow model skips windows (counted in
+diagnostics) instead of building a backlog, and callbacks never block on inference.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from vggt4d_ros.ros.params import CAMERA_PARAMS, NODE_PARAMS, Param, validate
+
+NODE_NAME = "vggt4d"
+
+
+def _rclpy():
+    import rclpy  # noqa: F401 - imported lazily so `--help` works without a ROS environment
+
+    return rclpy
+
+
+class _Throttle:
+    """Log at most once per ``period`` seconds per key (bounded: keys are a fixed set of reasons)."""
+
+    def __init__(self, period: float = 5.0, max_keys: int = 256) -> None:
+        self.period = period
+        self.max_keys = max_keys
+        self._last: Dict[str, float] = {}
+
+    def ready(self, key: str) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            return False
+        if len(self._last) >= self.max_keys and key not in self._last:
+            self._last.pop(next(iter(self._last)))
+        self._last[key] = now
+        return True
+
+
+def build_node_class():
+    """Create the node class (imports rclpy lazily so the module imports without ROS)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import Odometry
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                    SetParametersResult)
+    from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                           qos_profile_sensor_data)
+    from rclpy.qos_overriding_options import QoSOverridingOptions
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+    from tf2_msgs.msg import TFMessage
+
+    from vggt4d_ros.msg import TrackedKeypoints, WindowStatus
+    from vggt4d_ros.ros import conversions as conv
+    from vggt4d_ros.ros import diagnostics as diag
+    from vggt4d_ros.ros import messages as outmsg
+    from vggt4d_ros.ros.transforms import transform_to_matrix
+
+    TYPE_MAP = {
+        "bool": Parameter.Type.BOOL, "int": Parameter.Type.INTEGER, "double": Parameter.Type.DOUBLE,
+        "string": Parameter.Type.STRING, "double_array": Parameter.Type.DOUBLE_ARRAY,
+        "string_array": Parameter.Type.STRING_ARRAY,
+    }
+
+    def descriptor(p: Param, name: str) -> ParameterDescriptor:
+        text = p.description + (f" [{p.unit}]" if p.unit else "")
+        if p.choices:
+            text += f" One of: {', '.join(repr(c) for c in p.choices)}."
+        d = ParameterDescriptor(name=name, type=int(TYPE_MAP[p.kind]), description=text,
+                                read_only=p.static)
+        if p.range is not None and p.kind == "int":
+            d.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
+        elif p.range is not None and p.kind == "double":
+            d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]),
+                                                         to_value=float(p.range[1]), step=0.0)]
+        return d
+
+    class Vggt4dNode(LifecycleNode):
+        """See the module docstring; parameters in :mod:`vggt4d_ros.ros.params` and README."""
+
+        def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+            super().__init__(node_name, **kwargs)
+            self._params: Dict[str, Param] = {}
+            for p in NODE_PARAMS:
+                self._declare(p, p.name)
+            self._cameras: List[str] = []
+            self._declare_camera_params()
+            self.add_on_set_parameters_callback(self._on_set_parameters)
+            self._throttle = _Throttle(5.0)
+            self._lock = threading.Lock()
+            self._pipeline = None
+            self._infos = None
+            self._sync = None
+            self._window = None
+            self._slot = None
+            self._worker: Optional[threading.Thread] = None
+            self._stop = threading.Event()
+            self._subs: List[Any] = []
+            self._pubs: Dict[str, Any] = {}
+            self._cam_pubs: Dict[str, Dict[str, Any]] = {}
+            self._diag_timer = None
+            self._extrinsics: Dict[str, np.ndarray] = {}
+            self._static_tf: Dict[str, tuple] = {}  # child -> (parent, T_parent_child)
+            self._rejected: Dict[str, int] = {}
+            self._counters = {"steps_in": 0, "windows": 0, "windows_skipped": 0, "frames_dropped": 0,
+                              "resets": 0, "errors": 0}
+            self._last_status: Dict[str, Any] = {"state": 0, "latency": float("nan"), "message": ""}
+            self._last_step_stamp_ns: Optional[int] = None
+            self._latencies: List[float] = []
+            if self.get_parameter("autostart").value:
+                self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+        # ------------------------------------------------------------------ parameters
+        def _declare(self, p: Param, name: str) -> None:
+            self._params[name] = p
+            default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
+            if p.kind == "double_array" and not default:
+                self.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, descriptor(p, name))
+            else:
+                self.declare_parameter(name, default, descriptor(p, name))
+            value = self.get_parameter(name).value
+            if value is not None:
+                reason = validate(p, value)
+                if reason:
+                    raise ValueError(f"invalid parameter: {reason}")
+
+        def _declare_camera_params(self) -> None:
+            cams = [str(c) for c in self.get_parameter("cameras").value]
+            if not cams or len(set(cams)) != len(cams) or any(not c or "/" in c or "." in c for c in cams):
+                raise ValueError(f"invalid parameter: cameras must be distinct non-empty names without '/' "
+                                 f"or '.', got {cams}")
+            self._cameras = cams
+            for c in cams:
+                for p in CAMERA_PARAMS:
+                    self._declare(p, f"{c}.{p.name}")
+
+        def _on_set_parameters(self, params) -> SetParametersResult:
+            for prm in params:
+                p = self._params.get(prm.name)
+                if p is None:
+                    continue  # qos_overrides.* and use_sim_time are handled by rclpy
+                reason = validate(p, prm.value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+            return SetParametersResult(successful=True)
+
+        def _p(self, name: str) -> Any:
+            return self.get_parameter(name).value
+
+        def _cam_p(self, cam: str, name: str) -> Any:
+            return self.get_parameter(f"{cam}.{name}").value
+
+        def _autostart(self) -> None:
+            self._autostart_timer.cancel()
+            self.destroy_timer(self._autostart_timer)
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+        # ------------------------------------------------------------------ lifecycle
+        def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+            try:
+                self._pipeline = self._make_pipeline()
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the node alive, unconfigured
+                self.get_logger().error(f"configure failed: {exc}")
+                self._pipeline = None
+                return TransitionCallbackReturn.FAILURE
+            self._make_publishers()
+            self.get_logger().info(
+                f"configured: model {self._p('model.config')} on {self._pipeline.device_name}, cameras "
+                f"{self._cameras}, window {self._p('window.num_steps')} steps, stride {self._p('window.stride')}")
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+            from vggt4d_ros.window.sync import CameraInfoCache, MultiCameraSynchronizer
+            from vggt4d_ros.window.window import KeyframeSelector, SlidingWindow
+
+            min_cams = int(self._p("sync.min_cameras")) or len(self._cameras)
+            self._infos = CameraInfoCache()
+            self._sync = MultiCameraSynchronizer(
+                self._cameras, tolerance_s=float(self._p("sync.tolerance_ms")) * 1e-3,
+                min_cameras=min_cams, max_pending=int(self._p("sync.max_pending")), camera_info=self._infos)
+            motion = float(self._p("window.keyframe_motion"))
+            keyframe = KeyframeSelector(motion / 255.0, image_fn=lambda payload: payload["rgb"]) if motion > 0 else None
+            self._window = SlidingWindow(self._cameras, num_steps=int(self._p("window.num_steps")),
+                                         stride=min(int(self._p("window.stride")), int(self._p("window.num_steps"))),
+                                         max_pending_windows=1, keyframe=keyframe,
+                                         jitter_threshold_s=float(self._p("window.max_gap_s")) or None)
+            self._slot = self._window.queue
+            self._pipeline.reset("activated")
+            self._stop.clear()
+            self._worker = threading.Thread(target=self._run_worker, args=(self._slot,), name="vggt4d-inference",
+                                            daemon=True)
+            self._worker.start()
+            self._make_subscriptions()
+            self._diag_timer = self.create_timer(float(self._p("diagnostics_period_s")), self._publish_diagnostics)
+            self.get_logger().info("activated")
+            return super().on_activate(state)
+
+        def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+            self._teardown_runtime()
+            self.get_logger().info("deactivated")
+            return super().on_deactivate(state)
+
+        def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+            self._teardown_runtime()
+            self._destroy_publishers()
+            if self._pipeline is not None:
+                self._pipeline.close()
+            self._pipeline = None
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+            self._teardown_runtime()
+            if self._pipeline is not None:
+                self._pipeline.close()
+                self._pipeline = None
+            return TransitionCallbackReturn.SUCCESS
+
+        def _teardown_runtime(self) -> None:
+            for s in self._subs:
+                self.destroy_subscription(s)
+            self._subs = []
+            if self._diag_timer is not None:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = None
+            self._stop.set()
+            if self._slot is not None:
+                self._slot.close()
+            if self._worker is not None:
+                self._worker.join(timeout=60.0)
+                if self._worker.is_alive():
+                    self.get_logger().error("inference thread did not stop within 60 s")
+            self._worker = None
+            self._sync = None
+            self._window = None
+            self._slot = None
+
+        # ------------------------------------------------------------------ set-up helpers
+        def _make_pipeline(self):
+            from vggt4d_ros.pipeline import Pipeline, PipelineConfig
+
+            cfg = PipelineConfig(
+                cameras=list(self._cameras),
+                model_config=str(self._p("model.config")),
+                checkpoint=str(self._p("model.checkpoint")) or None,
+                device=str(self._p("model.device")),
+                precision=str(self._p("model.precision")),
+                target_width=int(self._p("model.target_width")),
+                resize_mode=str(self._p("model.resize_mode")),
+                layout=str(self._p("model.layout")) or None,
+                num_steps=int(self._p("window.num_steps")),
+                reference=str(self._p("window.reference")),
+                keypoints_max=int(self._p("keypoints.max_count")),
+            )
+            return Pipeline(cfg)
+
+        def _qos_sensor(self) -> QoSProfile:
+            rel = (ReliabilityPolicy.RELIABLE if self._p("qos.reliability") == "reliable"
+                   else ReliabilityPolicy.BEST_EFFORT)
+            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._p("qos.depth")), reliability=rel,
+                              durability=DurabilityPolicy.VOLATILE)
+
+        def _make_publishers(self) -> None:
+            out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+            self._pubs = {
+                "odom": self.create_publisher(Odometry, "~/odometry", out_qos),
+                "status": self.create_publisher(WindowStatus, "~/status", out_qos),
+                "fused": self.create_publisher(PointCloud2, "~/points/fused", out_qos),
+                "tf": self.create_publisher(TFMessage, "/tf", QoSProfile(
+                    history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)),
+                "diag": self.create_publisher(DiagnosticArray, "/diagnostics", out_qos),
+            }
+            for c in self._cameras:
+                self._cam_pubs[c] = {
+                    "depth": self.create_publisher(Image, f"~/{c}/depth", out_qos),
+                    "depth_info": self.create_publisher(CameraInfo, f"~/{c}/depth/camera_info", out_qos),
+                    "conf": self.create_publisher(Image, f"~/{c}/depth/confidence", out_qos),
+                    "mask": self.create_publisher(Image, f"~/{c}/dynamic_mask", out_qos),
+                    "mask_info": self.create_publisher(CameraInfo, f"~/{c}/dynamic_mask/camera_info", out_qos),
+                    "points": self.create_publisher(PointCloud2, f"~/{c}/points", out_qos),
+                    "keypoints": self.create_publisher(TrackedKeypoints, f"~/{c}/keypoints", out_qos),
+                }
+
+        def _destroy_publishers(self) -> None:
+            for pub in list(self._pubs.values()) + [p for d in self._cam_pubs.values() for p in d.values()]:
+                self.destroy_publisher(pub)
+            self._pubs, self._cam_pubs = {}, {}
+
+        def _make_subscriptions(self) -> None:
+            qos = self._qos_sensor()
+            overrides = QoSOverridingOptions.with_default_policies()
+            for i, c in enumerate(self._cameras):
+                topic = str(self._cam_p(c, "image_topic")) or f"/{c}/image_raw"
+                info_topic = str(self._cam_p(c, "camera_info_topic")) or f"/{c}/camera_info"
+                if self._cam_p(c, "compressed"):
+                    self._subs.append(self.create_subscription(
+                        CompressedImage, topic + "/compressed", lambda m, c=c: self._on_image(c, m, True), qos,
+                        qos_overriding_options=overrides))
+                else:
+                    self._subs.append(self.create_subscription(
+                        Image, topic, lambda m, c=c: self._on_image(c, m, False), qos,
+                        qos_overriding_options=overrides))
+                self._subs.append(self.create_subscription(
+                    CameraInfo, info_topic, lambda m, c=c: self._on_info(c, m), qos,
+                    qos_overriding_options=overrides))
+            static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                    reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, static_qos))
+
+        # ------------------------------------------------------------------ input callbacks
+        def _reject(self, cam: str, reason: str) -> None:
+            key = f"{cam}: {reason.split(':')[0]}"
+            self._rejected[cam] = self._rejected.get(cam, 0) + 1
+            if self._throttle.ready(key):
+                self.get_logger().warning(f"rejected a message from camera {cam}: {reason}")
+
+        def _on_info(self, cam: str, msg: CameraInfo) -> None:
+            K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+            if (msg.width <= 0 or msg.height <= 0 or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0
+                    or K[0, 0] > 1e6 or K[1, 1] > 1e6):
+                self._reject(cam, f"camera_info: absurd intrinsics or size (fx={K[0, 0]}, fy={K[1, 1]}, "
+                                  f"{msg.width}x{msg.height})")
+                return
+            if self._infos is not None:
+                self._infos.update(cam, msg)
+
+        def _on_image(self, cam: str, msg: Any, compressed: bool) -> None:
+            if self._sync is None:
+                return
+            try:
+                max_px = int(self._p("max_image_pixels"))
+                rgb = conv.compressed_to_rgb(msg, max_pixels=max_px) if compressed else \
+                    conv.image_to_rgb(msg, max_pixels=max_px)
+            except conv.ImageConversionError as exc:
+                self._reject(cam, str(exc))
+                return
+            info = self._infos.get(cam) if self._infos is not None else None
+            if info is None and self._p("sync.require_camera_info"):
+                self._reject(cam, "no CameraInfo received yet on "
+                             f"{str(self._cam_p(cam, 'camera_info_topic')) or f'/{cam}/camera_info'}")
+                return
+            if info is not None and (info.width != rgb.shape[1] or info.height != rgb.shape[0]):
+                self._reject(cam, f"image size {rgb.shape[1]}x{rgb.shape[0]} differs from its CameraInfo "
+                                  f"{info.width}x{info.height}")
+                return
+            stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+            frame_id = str(self._cam_p(cam, "optical_frame")) or msg.header.frame_id
+            payload = {"rgb": rgb, "stamp": msg.header.stamp, "stamp_ns": stamp_ns, "frame_id": frame_id,
+                       "info": info}
+            with self._lock:
+                out = self._sync.add(cam, stamp_ns * 1e-9, payload, now=time.monotonic())
+                if out.reset_reason:
+                    self._on_reset(out.reset_reason)
+                self._counters["frames_dropped"] += out.dropped
+                for step in out.steps:
+                    self._on_time_step(step)
+
+        def _on_reset(self, reason: str) -> None:
+            self._counters["resets"] += 1
+            self.get_logger().warning(f"input reset ({reason}): window and tracking restart")
+            self._window.reset()
+            self._last_step_stamp_ns = None
+            self._pipeline.request_reset(reason)
+
+        def _on_time_step(self, step) -> None:
+            ref = self._cameras[0] if self._cameras[0] in step.frames else next(iter(step.frames))
+            stamp_ns = step.frames[ref]["stamp_ns"]
+            last = self._last_step_stamp_ns
+            if last is not None:
+                gap = (stamp_ns - last) * 1e-9
+                jump = float(self._p("window.reset_on_time_jump_s"))
+                if jump > 0 and gap > jump:
+                    self._on_reset(f"stamps jumped forward by {gap:.3f} s")
+                elif gap > float(self._p("window.max_gap_s")) and self._throttle.ready("gap"):
+                    self.get_logger().warning(f"{gap:.3f} s between time steps (max_gap_s "
+                                              f"{self._p('window.max_gap_s')})")
+            self._last_step_stamp_ns = stamp_ns
+            self._counters["steps_in"] += 1
+            res = self._window.push(step)
+            self._counters["windows_skipped"] += int(res.skipped)
+            if res.window is None:
+                self._publish_ack(step, message="" if res.accepted else "not a keyframe")
+                return
+            self._counters["windows"] += 1
+
+        def _on_tf_static(self, msg: TFMessage) -> None:
+            for t in msg.transforms:
+                self._static_tf[t.child_frame_id] = (t.header.frame_id, transform_to_matrix(t.transform))
+
+        # ------------------------------------------------------------------ extrinsics
+        def _resolve_extrinsics(self, frames: Dict[str, str]) -> Dict[str, np.ndarray]:
+            """base_frame <- optical frame per camera from /tf_static, parameters or identity."""
+            base = str(self._p("base_frame"))
+            out: Dict[str, np.ndarray] = {}
+            for c in self._cameras:
+                ext = list(self._cam_p(c, "extrinsics") or [])
+                if len(ext) == 7:
+                    from vggt4d_ros.ros.transforms import matrix_from_quaternion
+
+                    T = np.eye(4)
+                    T[:3, :3] = matrix_from_quaternion(ext[3:])
+                    T[:3, 3] = ext[:3]
+                    out[c] = T
+                    continue
+                frame = frames.get(c, "")
+                T = self._chain_static(frame, base) if base and frame else None
+                if T is not None:
+                    out[c] = T
+            return out
+
+        def _chain_static(self, child: str, root: str) -> Optional[np.ndarray]:
+            T = np.eye(4)
+            cur = child
+            for _ in range(64):
+                if cur == root:
+                    return T
+                link = self._static_tf.get(cur)
+                if link is None:
+                    return None
+                parent, T_parent_cur = link
+                T = T_parent_cur @ T
+                cur = parent
+            return None
+
+        # ------------------------------------------------------------------ worker
+        def _run_worker(self, slot) -> None:
+            while not self._stop.is_set():
+                win = slot.get(timeout=0.1)
+                if win is None:
+                    continue
+                t0 = time.monotonic()
+                try:
+                    V = win.num_views
+                    newest = win.frames[(win.num_steps - 1) * V:]
+                    frames = {c: f["frame_id"] for c, f in zip(win.camera_names, newest) if f is not None}
+                    result = self._pipeline.process(win, self._resolve_extrinsics(frames))
+                except Exception as exc:  # noqa: BLE001 - drop the window, say why, keep running
+                    self._counters["errors"] += 1
+                    if self._throttle.ready("infer-" + type(exc).__name__):
+                        self.get_logger().error(f"window dropped: inference failed: {exc!r}\n"
+                                                f"{traceback.format_exc(limit=3)}")
+                    self._publish_window_ack(win, message=f"window dropped: {exc!r}")
+                    continue
+                if self._stop.is_set():
+                    break
+                try:
+                    self._publish_result(result, t0)
+                except Exception as exc:  # noqa: BLE001
+                    self._counters["errors"] += 1
+                    if self._throttle.ready("publish"):
+                        self.get_logger().error(f"publishing failed: {exc!r}\n{traceback.format_exc(limit=3)}")
+
+        # ------------------------------------------------------------------ publishing
+        def _subscribed(self, pub) -> bool:
+            return pub is not None and pub.get_subscription_count() > 0
+
+        def _publish_window_ack(self, win, message: str) -> None:
+            V = win.num_views
+            for f in win.frames[(win.num_steps - 1) * V:]:
+                if f is not None:
+                    self._publish_ack_stamp(f["stamp"], V, message)
+                    return
+
+        def _publish_ack(self, step, message: str = "") -> None:
+            """Status for a time step consumed without a new inference (window filling or stride)."""
+            ref = self._cameras[0] if self._cameras[0] in step.frames else next(iter(step.frames))
+            self._publish_ack_stamp(step.frames[ref]["stamp"], len(step.frames), message)
+
+        def _publish_ack_stamp(self, stamp, num_views: int, message: str) -> None:
+            if "status" not in self._pubs:
+                return
+            st = WindowStatus()
+            st.header.stamp = stamp
+            st.header.frame_id = str(self._p("odom_frame"))
+            st.tracking_state = int(self._last_status["state"])
+            st.window_index = int(self._counters["windows"])
+            st.num_views = int(num_views)
+            st.num_time_steps = 0
+            st.frames_dropped = int(self._counters["frames_dropped"])
+            st.windows_skipped = int(self._counters["windows_skipped"])
+            st.scale = 1.0
+            st.latency = float("nan")
+            st.inference_time = float("nan")
+            st.message = message or "buffering"
+            self._pubs["status"].publish(st)
+
+        def _publish_result(self, result, t0: float) -> None:
+            odom = str(self._p("odom_frame"))
+            base = str(self._p("base_frame"))
+            for step in result.steps:
+                outmsg.publish_step(self, step, result, odom, base)
+            latency = time.monotonic() - t0
+            self._latencies.append(latency)
+            if len(self._latencies) > 200:
+                del self._latencies[:100]
+            self._last_status = {"state": result.tracking_state, "latency": latency, "message": result.message}
+            for step in result.steps:
+                st = WindowStatus()
+                st.header.stamp = step.stamp
+                st.header.frame_id = odom
+                st.tracking_state = int(result.tracking_state)
+                st.window_index = int(result.window_index)
+                st.num_views = int(result.num_views)
+                st.num_time_steps = int(result.num_steps)
+                st.window_start = result.window_start
+                st.window_end = result.window_end
+                st.latency = float(latency)
+                st.inference_time = float(result.inference_s)
+                st.scale = float(result.scale)
+                st.scale_is_metric = bool(result.scale_is_metric)
+                st.chain_inlier_ratio = float(result.chain_inlier_ratio)
+                st.frames_dropped = int(self._counters["frames_dropped"])
+                st.windows_skipped = int(self._counters["windows_skipped"])
+                st.message = result.message
+                self._pubs["status"].publish(st)
+
+        def _publish_diagnostics(self) -> None:
+            if "diag" not in self._pubs or not self._subscribed(self._pubs["diag"]):
+                return
+            now = self.get_clock().now().to_msg()
+            name = self.get_fully_qualified_name()
+            statuses = []
+            sync_diag = self._sync.diagnostics(now=time.monotonic()) if self._sync is not None else {}
+            for c in self._cameras:
+                d = sync_diag.get(c, {})
+                stale = bool(d.get("stale", False))
+                rejected = self._rejected.get(c, 0)
+                level = "WARN" if (stale or rejected) else "OK"
+                msg = "stale: no images" if stale else (f"{rejected} messages rejected" if rejected else "ok")
+                statuses.append({"name": f"{name}: camera {c}", "level": level, "message": msg,
+                                 "values": dict(d, rejected=rejected)})
+            lat = sorted(self._latencies)
+            state_names = {0: "initializing", 1: "ok", 2: "lost", 3: "recovered"}
+            state = int(self._last_status["state"])
+            statuses.append({
+                "name": f"{name}: tracking", "level": "WARN" if state == 2 else "OK",
+                "message": state_names.get(state, "?") + (f" ({self._last_status['message']})"
+                                                          if self._last_status["message"] else ""),
+                "values": dict(self._counters,
+                               latency_median_s=lat[len(lat) // 2] if lat else float("nan"),
+                               latency_max_s=lat[-1] if lat else float("nan"))})
+            self._pubs["diag"].publish(diag.diagnostic_array(now, statuses))
+
+    return Vggt4dNode
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    ap = argparse.ArgumentParser(
+        prog="vggt4d-node",
+        description="vggt4d_ros lifecycle node. Parameters come from ROS arguments, e.g. "
+                    "`vggt4d-node --ros-args --params-file config/tiny.yaml -r __ns:=/robot`. "
+                    "Keep DDS local when testing: `source scripts/ros_env.sh` first.")
+    ap.add_argument("--list-params", action="store_true", help="print every parameter with its description and exit")
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    args = ap.parse_args(own)
+    if args.list_params:
+        for p in NODE_PARAMS:
+            print(f"{p.name} ({p.kind}, default {p.default!r}): {p.description}")
+        for p in CAMERA_PARAMS:
+            print(f"<camera>.{p.name} ({p.kind}, default {p.default!r}): {p.description}")
+        return 0
+    rclpy = _rclpy()
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=argv)
+    try:
+        node = build_node_class()()
+    except ValueError as exc:
+        print(f"vggt4d-node: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            node._teardown_runtime()
+            if node._pipeline is not None:
+                node._pipeline.close()
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

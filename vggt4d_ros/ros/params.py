@@ -1,0 +1,158 @@
+"""Every parameter of the vggt4d_ros node, declared from one table with a description and a range.
+
+The table is the single source of truth: the node declares from it, README's parameter table and the
+YAML files in config/ are checked against it by the tests. Parameters marked ``static`` are read-only
+while the node runs (they shape the model, topics or buffers; change them with a lifecycle
+cleanup + configure after editing the YAML); the others are applied live and validated on set.
+Per-camera parameters (``<camera>.image_topic`` ...) are declared after ``cameras`` is read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["Param", "NODE_PARAMS", "CAMERA_PARAMS", "param_table", "validate"]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    range: Optional[Tuple[float, float]] = None  # inclusive; ints and floats
+    choices: Optional[Sequence[str]] = None
+    static: bool = True
+    unit: str = ""
+    array_kind: str = ""  # for arrays whose default is empty: "double_array" or "string_array"
+
+    @property
+    def kind(self) -> str:
+        if self.array_kind:
+            return self.array_kind
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int):
+            return "int"
+        if isinstance(self.default, float):
+            return "double"
+        if isinstance(self.default, str):
+            return "string"
+        if isinstance(self.default, (list, tuple)):
+            if self.default and isinstance(self.default[0], float):
+                return "double_array"
+            return "string_array"
+        raise TypeError(f"unsupported default for {self.name}: {self.default!r}")
+
+
+_C = ("cpu", "cuda", "auto")
+
+NODE_PARAMS: List[Param] = [
+    # --- model -------------------------------------------------------------------------------------
+    Param("autostart", True, "Configure and activate on start (set false when a lifecycle manager drives the node)."),
+    Param("model.config", "tiny", "Model configuration: a name from config/models (tiny, vggt-1b, page4d, "
+          "vggt4d-spatiotemporal) or a path to a model YAML."),
+    Param("model.checkpoint", "", "Weights (.safetensors, or .pt/.pth loaded with weights_only). Empty: the "
+          "embedded weights of the configuration when it ships some (tiny), else configure fails."),
+    Param("model.device", "auto", "Inference device: cpu, cuda, or auto (cuda when available).", choices=_C),
+    Param("model.precision", "fp32", "Weights and activations precision: fp32, fp16 or bf16 (fp16/bf16 on GPU).",
+          choices=("fp32", "fp16", "bf16")),
+    Param("model.target_width", 518, "Model input width in pixels (height follows the aspect, multiple of 14).",
+          range=(56, 1036), unit="px"),
+    Param("model.resize_mode", "crop", "Fit to the model grid: crop (keep width, crop height to a multiple of 14) "
+          "or pad.", choices=("crop", "pad")),
+    Param("model.layout", "", "Attention layout override: global (VGGT) or spatiotemporal (4D-VGGT); empty = "
+          "the model configuration's.", choices=("", "global", "spatiotemporal")),
+    Param("model.use_camera_info_intrinsics", False, "Use CameraInfo K instead of the predicted field of view "
+          "for unprojection (trust calibrated cameras).", static=False),
+    # --- inputs --------------------------------------------------------------------------------------
+    Param("cameras", ["cam0"], "Camera names, in rig order; each has <name>.image_topic, .camera_info_topic, "
+          ".compressed, .optical_frame. The first camera is the reference of the trajectory."),
+    Param("qos.reliability", "best_effort", "Reliability of the image and camera_info subscriptions "
+          "(best_effort = sensor data QoS; reliable). Also overridable with qos_overrides.",
+          choices=("best_effort", "reliable")),
+    Param("qos.depth", 5, "History depth of the image subscriptions.", range=(1, 100), unit="messages"),
+    Param("sync.tolerance_ms", 10.0, "Images of the cameras whose stamps differ by at most this are one time step.",
+          range=(0.0, 1000.0), unit="ms"),
+    Param("sync.min_cameras", 0, "Cameras needed for a time step (0 = all); fewer lets the node continue when a "
+          "camera stops.", range=(0, 16)),
+    Param("sync.require_camera_info", True, "Wait for a CameraInfo of each camera before accepting its images."),
+    Param("sync.max_pending", 30, "Unmatched images kept per camera before the oldest are dropped.", range=(1, 1000),
+          unit="messages"),
+    Param("max_image_pixels", 16_777_216, "Images above this many pixels are rejected.", range=(1, 268_435_456),
+          unit="px"),
+    # --- window --------------------------------------------------------------------------------------
+    Param("window.num_steps", 4, "Time steps T in the sliding window (the window holds V cameras x T frames).",
+          range=(1, 64)),
+    Param("window.stride", 1, "New time steps between two inferences (1 = a new output every time step).",
+          range=(1, 64)),
+    Param("window.keyframe_motion", 0.0, "Only add a time step when the mean absolute grey difference to the last "
+          "kept one exceeds this (0 = every step).", range=(0.0, 255.0), unit="grey levels"),
+    Param("window.max_gap_s", 1.0, "Warn when consecutive time steps are further apart than this.",
+          range=(0.0, 3600.0), unit="s"),
+    Param("window.reset_on_time_jump_s", 5.0, "Reset the window and tracking when stamps jump forward more than "
+          "this (backward jumps always reset).", range=(0.0, 86400.0), unit="s"),
+    Param("window.reference", "first", "World frame of each window: first (oldest time step) or newest, of the "
+          "reference camera.", choices=("first", "newest")),
+    # --- frames and TF -------------------------------------------------------------------------------
+    Param("map_frame", "map", "Map frame (REP 105)."),
+    Param("odom_frame", "odom", "Odometry frame (REP 105): fixed at the rig pose when tracking starts."),
+    Param("base_frame", "base_link", "Robot body frame; empty = publish the pose of the first camera's optical "
+          "frame instead."),
+    Param("publish_odom_tf", True, "Publish odom -> base_frame on /tf (switch off beside wheel odometry).",
+          static=False),
+    Param("publish_map_tf", False, "Publish an identity map -> odom on /tf (no loop closure is done).",
+          static=False),
+    Param("extrinsics_timeout_s", 2.0, "How long to wait for /tf_static camera extrinsics before assuming the "
+          "camera optical frames from parameters (or identity for one camera).", range=(0.0, 600.0), unit="s"),
+    # --- outputs -------------------------------------------------------------------------------------
+    Param("publish.depth", True, "Publish <camera>/depth and its camera_info.", static=False),
+    Param("depth.encoding", "32FC1", "Depth encoding: 32FC1 (metres or model unit, NaN invalid) or 16UC1 "
+          "(millimetres, 0 invalid; needs metric scale).", choices=("32FC1", "16UC1"), static=False),
+    Param("publish.confidence", False, "Publish <camera>/depth/confidence (32FC1).", static=False),
+    Param("publish.dynamic_mask", True, "Publish <camera>/dynamic_mask (mono8, 255 dynamic) and camera_info.",
+          static=False),
+    Param("mask.threshold", 0.5, "Dynamic probability above which a pixel is dynamic.", range=(0.0, 1.0),
+          static=False),
+    Param("publish.camera_clouds", True, "Publish organised <camera>/points in the optical frame.", static=False),
+    Param("publish.fused_cloud", True, "Publish points/fused: all cameras of the newest time step in odom_frame.",
+          static=False),
+    Param("cloud.min_confidence", 0.0, "Drop points whose depth confidence is below this (0 = keep all).",
+          range=(0.0, 1e6), static=False),
+    Param("cloud.drop_dynamic", True, "Drop dynamic points from the fused cloud.", static=False),
+    Param("cloud.decimation", 2, "Keep every n-th pixel (rows and columns) in the fused cloud.", range=(1, 32),
+          static=False),
+    Param("publish.keypoints", True, "Track keypoints and publish <camera>/keypoints.", static=False),
+    Param("keypoints.max_count", 64, "Keypoints tracked per camera.", range=(0, 1024)),
+    Param("odom.pose_covariance", [0.01, 0.01, 0.01, 0.005, 0.005, 0.005],
+          "Diagonal of the Odometry pose covariance (x y z roll pitch yaw).", static=False, unit="m^2, rad^2"),
+    Param("odom.twist_covariance", [0.05, 0.05, 0.05, 0.02, 0.02, 0.02],
+          "Diagonal of the Odometry twist covariance.", static=False, unit="(m/s)^2, (rad/s)^2"),
+    Param("diagnostics_period_s", 1.0, "Period of /diagnostics.", range=(0.05, 60.0), unit="s"),
+]
+
+CAMERA_PARAMS: List[Param] = [
+    Param("image_topic", "", "Image topic (default /<camera>/image_raw)."),
+    Param("camera_info_topic", "", "CameraInfo topic (default /<camera>/camera_info)."),
+    Param("compressed", False, "Subscribe to sensor_msgs/CompressedImage on <image_topic>/compressed."),
+    Param("optical_frame", "", "Optical frame id (default: the images' header.frame_id)."),
+    Param("extrinsics", [], "base_frame <- optical frame as [x y z qx qy qz qw] when /tf_static has "
+          "none (empty = from /tf_static).", array_kind="double_array", unit="m, quaternion"),
+]
+
+
+def param_table() -> Dict[str, Param]:
+    return {p.name: p for p in NODE_PARAMS}
+
+
+def validate(p: Param, value: Any) -> Optional[str]:
+    """Return None when ``value`` is acceptable for ``p``, else the reason."""
+    if p.choices is not None and value not in p.choices:
+        return f"{p.name} must be one of {list(p.choices)}, got {value!r}"
+    if p.range is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = p.range
+        if not (lo <= value <= hi):
+            return f"{p.name} must be in [{lo}, {hi}], got {value!r}"
+    if p.name.endswith("_covariance"):
+        if len(value) != 6 or any(v <= 0 for v in value):
+            return f"{p.name} must be 6 positive numbers (zeros break robot_localization)"
+    return None
