@@ -1,0 +1,70 @@
+"""vggt4d-synth: exit codes, one-line errors, output paths, no partial bag after a failure."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vggt4d_ros.data.bagwriter import resolve_bag_path, write_synth_bag
+from vggt4d_ros.data.synth import SynthConfig, SynthSequence
+from vggt4d_ros.tools.synth_cli import main
+
+TINY = ["--width", "48", "--height", "32", "--duration", "0.3", "--tracks", "16", "--quiet"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--width", "0"], "width must be positive"),
+    (["--width", "abc"], "invalid int value"),
+    (["--rate", "-1"], "rate_hz must be positive"),
+    (["--cameras", "0"], "num_cameras must be positive"),
+    (["--no-raw"], "--no-raw needs --compressed"),
+    (["--storage", "sqlite3"], "implies storage mcap"),
+    (["--jitter-ms", "80"], "jitter_ms"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, args, words):
+    rc = main([str(tmp_path / "o.mcap"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert words in err and err.startswith("vggt4d-synth: error:") and "\n" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_writes_bag_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "run.mcap"
+    assert main([str(out), *TINY, "--compressed", "--no-raw"]) == 0
+    summary = capsys.readouterr().out.strip()
+    assert summary.startswith(f"wrote {tmp_path / 'run'} (mcap): 3 frames x 2 cameras 48x32")
+    assert (tmp_path / "run" / "run.mcap").is_file() and (tmp_path / "run" / "metadata.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert main([str(out), *TINY]) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing" / "x"), *TINY]) == 1
+    assert main([str(tmp_path / "dirbag"), *TINY, "--storage", "sqlite3", "--cameras", "1"]) == 0
+    assert (tmp_path / "dirbag" / "dirbag.db3").is_file()
+
+
+def test_console_entry_exit_status(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "vggt4d_ros.tools.synth_cli", str(tmp_path / "x"), "--height", "-2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "vggt4d-synth: error: height must be positive (got -2)"
+
+
+def test_failed_run_leaves_nothing(tmp_path):
+    seq = SynthSequence(SynthConfig(width=48, height=32, duration_s=0.5, texture_px=64, num_tracks=8))
+
+    def progress(done, total):
+        if done == 2:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        write_synth_bag(seq, tmp_path / "bag.mcap", progress=progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resolve_bag_path(tmp_path):
+    assert resolve_bag_path("a/b.mcap") == (resolve_bag_path("a/b")[0], "mcap")
+    assert resolve_bag_path("a/b.db3")[1] == "sqlite3"
+    assert resolve_bag_path("a/b", "sqlite3")[1] == "sqlite3"
+    with pytest.raises(ValueError):
+        resolve_bag_path("a/b.db3", "mcap")
