@@ -203,6 +203,7 @@ class SynthSequence:
         self._rays = pixel_rays(K, cfg.width, cfg.height)
         self._sample_tracks(rng)
         self._age_memo: Dict[int, np.ndarray] = {}
+        self._proj_cache: Dict[Tuple[int, str], Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # ---- time and poses -------------------------------------------------------------------------
     def _nominal_times(self) -> np.ndarray:
@@ -288,7 +289,16 @@ class SynthSequence:
         return np.einsum("nij,nj->ni", R_stack[self.track_prim], self.track_local) + t_stack[self.track_prim]
 
     def _project_tracks(self, index: int, cam: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """uv (N, 2), xyz_cam (N, 3), in_image (N,), visible (N,) of every track point."""
+        """uv (N, 2), xyz_cam (N, 3), in_image (N,), visible (N,) of every track point (cached per step)."""
+        key = (index, cam)
+        if key not in self._proj_cache:
+            if len(self._proj_cache) > 64:
+                self._proj_cache.pop(next(iter(self._proj_cache)))
+            self._proj_cache[key] = self._project_tracks_uncached(index, cam)
+        return self._proj_cache[key]
+
+    def _project_tracks_uncached(self, index: int, cam: str
+                                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.config
         time_s = self.camera_time(index, cam)
         X = self.track_points_world(time_s)
