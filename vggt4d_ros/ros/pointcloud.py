@@ -4,8 +4,9 @@ Written clouds (:func:`points_to_cloud`) use PCL's ``PointXYZRGB`` memory layout
 (RViz, PCL, Open3D bridges, nvblox) reads: fields ``x``, ``y``, ``z`` float32 at offsets 0, 4, 8 and
 ``rgb`` float32 at offset 16 holding ``0x00RRGGBB`` in its bits; ``point_step`` 32 and
 ``row_step = 32 * width``. Without colours the layout is PCL's ``PointXYZ``: x, y, z at 0, 4, 8 and
-``point_step`` 16. Padding bytes are zero. ``data`` comes from one structured array and one
-``tobytes()``.
+``point_step`` 16. Padding bytes are zero. ``data`` is one zeroed ``array.array('B')`` filled in
+place through a structured numpy view (vectorised, one pass; cheaper than ``tobytes()``, which rclpy
+would copy once more into an array.array).
 
 - Organised clouds (``organized=True``): height H, width W, invalid points kept as NaN x/y/z (their
   colour is kept), ``is_dense`` false when any point is invalid (the field's definition: "True if
@@ -25,6 +26,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
+
+from .conversions import message_buffer
 
 __all__ = [
     "PointCloudError",
@@ -105,33 +108,47 @@ def points_to_cloud(
         raise ValueError(f"points must be (H, W, 3) or (N, 3), got shape {pts.shape}")
     grid = pts.shape[:-1] if pts.ndim == 3 else (1, pts.shape[0])
     flat = pts.reshape(-1, 3).astype(np.float32, copy=False)
-    ok = np.isfinite(flat).all(axis=1)
+    fin = np.isfinite(flat)
+    ok = fin[:, 0] & fin[:, 1] & fin[:, 2]  # 4x faster than fin.all(axis=1)
+    del fin
     if valid is not None:
         v = np.asarray(valid, dtype=bool)
         if v.size != ok.size:
             raise ValueError(f"valid has {v.size} entries for {ok.size} points")
         ok &= v.reshape(-1)
-    rgb = None
+    col = None
     if colors is not None:
         col = np.asarray(colors)
         if col.dtype != np.uint8 or col.shape != pts.shape:
             raise ValueError(f"colors must be uint8 of shape {pts.shape}, got {col.dtype} {col.shape}")
-        rgb = pack_rgb(col.reshape(-1, 3))
+        col = col.reshape(-1, 3)
 
     all_ok = bool(ok.all())
     if not organized and not all_ok:
-        flat = flat[ok]
-        rgb = rgb[ok] if rgb is not None else None
+        keep = np.flatnonzero(ok)  # np.take with indices: ~8x faster than boolean rows on (N, 3)
+        flat = np.take(flat, keep, axis=0)
+        col = np.take(col, keep, axis=0) if col is not None else None
     n = flat.shape[0]
-    dtype = XYZRGB_DTYPE if rgb is not None else XYZ_DTYPE
-    arr = np.zeros(n, dtype=dtype)
-    # The first 12 bytes of every record are x, y, z: write them in one strided copy.
+    dtype = XYZRGB_DTYPE if col is not None else XYZ_DTYPE
+    # One zeroed array.array is the message's data; views of it are filled in place (no tobytes()
+    # copy and no bytes -> array.array copy in rclpy; see message_buffer). Columns are written one
+    # at a time: numpy copies a single strided column several times faster than an (n, 3) block.
+    buf, arr = message_buffer((n,), dtype)
     f32 = arr.view(np.float32).reshape(n, dtype.itemsize // 4)
-    f32[:, :3] = flat
+    for k in range(3):  # x, y, z at byte offsets 0, 4, 8
+        f32[:, k] = flat[:, k]
     if organized and not all_ok:
-        f32[~ok, :3] = np.nan
-    if rgb is not None:
-        arr["rgb"] = rgb
+        bad = np.flatnonzero(~ok)  # integer indices: cost scales with the invalid count
+        for k in range(3):
+            f32[bad, k] = np.nan
+    if col is not None:
+        # rgb = 0x00RRGGBB as a 4-byte word at offset 16: bytes B, G, R, 0 when little-endian,
+        # 0, R, G, B when big-endian.
+        u8 = arr.view(np.uint8).reshape(n, dtype.itemsize)
+        for k, off in enumerate((17, 18, 19) if _HOST_BIG_ENDIAN else (18, 17, 16)):
+            u8[:, off] = col[:, k]
+        del u8
+    del f32, arr  # release the exported buffer views before handing the array.array over
 
     msg = PointCloud2()
     msg.header = header
@@ -139,12 +156,12 @@ def points_to_cloud(
         msg.height, msg.width = int(grid[0]), int(grid[1])
     else:
         msg.height, msg.width = 1, int(n)
-    msg.fields = _fields(rgb is not None)
+    msg.fields = _fields(col is not None)
     msg.is_bigendian = _HOST_BIG_ENDIAN
     msg.point_step = dtype.itemsize
     msg.row_step = dtype.itemsize * msg.width
     msg.is_dense = all_ok or not organized
-    msg.data = arr.tobytes()
+    msg.data = buf
     return msg
 
 
