@@ -262,7 +262,7 @@ class Pipeline:
 
         steps: List[StepOutput] = []
         new_t = [t for t in range(T) if self._last_step_id is None or win.step_ids[t] > self._last_step_id]
-        kp_by_frame = self._update_tracks(pred, win, ref, new_t)
+        kp_by_frame = self._tracks.update(pred, win, ref, new_t, scale=scale) if self._tracks is not None else {}
         inv_base0 = np.linalg.inv(self._T_base_cam0)
         for t in new_t:
             outs: Dict[str, CameraOutput] = {}
@@ -329,18 +329,11 @@ class Pipeline:
     def _track_queries(self, win, ref) -> Optional[np.ndarray]:
         if self.cfg.keypoints_max <= 0:
             return None
-        try:
-            from vggt4d_ros.keypoints import KeypointTracker
-        except ImportError:
-            return None
+        from vggt4d_ros.keypoints import KeypointTracker
+
         if self._tracks is None:
             self._tracks = KeypointTracker(max_count=self.cfg.keypoints_max)
         return self._tracks.queries(win, ref)
-
-    def _update_tracks(self, pred, win, ref, new_t) -> Dict[int, KeypointSet]:
-        if self._tracks is None:
-            return {}
-        return self._tracks.update(pred, win, ref, new_t)
 
 
 def _body_twist(T0: np.ndarray, T1: np.ndarray, dt: float) -> np.ndarray:
