@@ -422,3 +422,20 @@ def test_scale_camera_info_roi_truncated_like_image_proc():
     assert (out.roi.x_offset, out.roi.y_offset, out.roi.width, out.roi.height) == (3, 7, 100, 67)
     assert out.roi.do_rectify and (out.width, out.height) == (round(640 * sx), round(480 * sy))
     np.testing.assert_allclose(out.k[[0, 2, 4, 5]], [500 * sx, 320 * sx, 510 * sy, 240 * sy])
+
+
+def test_output_data_is_prebuilt_array_not_copied_per_element():
+    """Output messages carry an array.array('B') (the fast path in rclpy; no per-element checks)."""
+    import array
+
+    from vggt4d_ros.ros.conversions import message_buffer, reuse_freed_memory
+    from vggt4d_ros.ros.pointcloud import points_to_cloud
+
+    d = np.ones((3, 4), np.float32)
+    for msg in (depth_to_msg(d, HDR), mask_to_msg(d, HDR), confidence_to_msg(d, HDR),
+                rgb_to_image_msg(pattern(), HDR), points_to_cloud(np.ones((3, 4, 3)), HDR)):
+        assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
+    buf, view = message_buffer((2, 3), np.float32)
+    view[1, 2] = 2.5
+    assert len(buf) == 24 and np.frombuffer(buf, np.float32)[5] == 2.5 and not any(buf[:20])
+    assert reuse_freed_memory() is (sys.platform.startswith("linux"))
