@@ -13,6 +13,8 @@ image payloads. Errors are raised as :class:`BagError` whose message is one line
 """
 from __future__ import annotations
 
+import contextlib
+import queue
 import shutil
 import struct
 import threading
@@ -223,7 +225,11 @@ class BagWriter:
 
     Data goes to ``<parent>/.<name>.partial/<name>`` (so the storage file inside keeps the final
     bag's name); :meth:`close` finalises the storage (index, metadata.yaml) and renames the inner
-    directory to ``path``. :meth:`abort` deletes everything. Thread-safe.
+    directory to ``path``. :meth:`abort` deletes everything.
+
+    Thread-safe: every storage operation runs on one private I/O thread (sqlite3 connections are
+    bound to the thread that made them, and subscription callbacks should not wait for the disk);
+    :meth:`write` only queues the bytes, :meth:`add_topic`, :meth:`close` and :meth:`abort` wait.
     """
 
     def __init__(self, path: PathLike, storage: str = "mcap") -> None:
@@ -239,18 +245,60 @@ class BagWriter:
         if self._tmp_root.exists():
             shutil.rmtree(self._tmp_root)
         self._tmp_root.mkdir()
-        self._writer = Writer(self._tmp_root / self.path.name, version=9, storage_plugin=STORAGES[storage])
         self._store = get_typestore()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._conns: Dict[str, object] = {}
         self.counts: Dict[str, int] = {}
         self.closed = False
+        self._error: Optional[str] = None
+        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._io_loop, name="vggt4d-bag-writer", daemon=True)
+        self._thread.start()
+        self._writer = None
         try:
-            self._writer.open()
+            self._writer = self._call(
+                lambda: Writer(self._tmp_root / self.path.name, version=9, storage_plugin=STORAGES[storage])
+            )
+            self._call(self._writer.open)
         except Exception as exc:  # noqa: BLE001
+            self._queue.put(None)
             shutil.rmtree(self._tmp_root, ignore_errors=True)
             raise BagError(f"cannot create bag {self.path}: {_one_line(exc)}") from None
 
+    # -------------------------------------------------------------------------- I/O thread
+    def _io_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, done = item
+            try:
+                value = fn()
+                if done is not None:
+                    done.append((True, value))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                if done is not None:
+                    done.append((False, exc))
+                elif self._error is None:
+                    self._error = _one_line(exc)
+            finally:
+                if done is not None:
+                    with self._cond:
+                        self._cond.notify_all()
+
+    def _call(self, fn):
+        """Run ``fn`` on the I/O thread and return its result (re-raising its exception)."""
+        done: list = []
+        self._queue.put((fn, done))
+        with self._cond:
+            while not done:
+                self._cond.wait(0.1)
+        ok, value = done[0]
+        if not ok:
+            raise value
+        return value
+
+    # ------------------------------------------------------------------------------ API
     def add_topic(
         self,
         topic: str,
@@ -261,64 +309,79 @@ class BagWriter:
         rihs01: Optional[str] = None,
     ) -> None:
         """Register ``topic`` with its type definition (from the project's type store unless given)."""
-        with self._lock:
-            if topic in self._conns:
-                return
-            try:
-                if msgdef is None:
-                    self._store.get_msgdef(msgtype)  # raises for unknown types
-                    conn = self._writer.add_connection(
-                        topic, msgtype, typestore=self._store, offered_qos_profiles=list(qos)
-                    )
-                else:
-                    conn = self._writer.add_connection(
-                        topic, msgtype, msgdef=msgdef, rihs01=rihs01, offered_qos_profiles=list(qos)
-                    )
-            except Exception as exc:  # noqa: BLE001
-                raise BagError(f"cannot add topic {topic} ({msgtype}): {_one_line(exc)}") from None
-            self._conns[topic] = conn
-            self.counts[topic] = 0
+        if topic in self._conns:
+            return
+        if self.closed:
+            raise BagError(f"cannot add topic {topic}: bag {self.path} is closed")
+
+        def add():
+            if msgdef is None:
+                self._store.get_msgdef(msgtype)  # raises for unknown types
+                return self._writer.add_connection(
+                    topic, msgtype, typestore=self._store, offered_qos_profiles=list(qos)
+                )
+            return self._writer.add_connection(
+                topic, msgtype, msgdef=msgdef, rihs01=rihs01, offered_qos_profiles=list(qos)
+            )
+
+        try:
+            conn = self._call(add)
+        except Exception as exc:  # noqa: BLE001
+            raise BagError(f"cannot add topic {topic} ({msgtype}): {_one_line(exc)}") from None
+        self._conns[topic] = conn
+        self.counts[topic] = 0
 
     def has_topic(self, topic: str) -> bool:
         return topic in self._conns
 
     def write(self, topic: str, stamp_ns: int, data: Union[bytes, memoryview]) -> None:
-        """Append one serialized message with log time ``stamp_ns``."""
-        with self._lock:
-            if self.closed:
-                return
-            self._writer.write(self._conns[topic], int(stamp_ns), data)
-            self.counts[topic] += 1
+        """Queue one serialized message with log time ``stamp_ns`` (ignored once closed)."""
+        if self.closed:
+            return
+        conn = self._conns[topic]
+        self.counts[topic] += 1
+        self._queue.put((lambda: self._writer.write(conn, int(stamp_ns), data), None))
 
     @property
     def message_count(self) -> int:
         return sum(self.counts.values())
 
     def close(self) -> Path:
-        """Finalise the bag and move it to its final path; returns that path."""
-        with self._lock:
-            if self.closed:
-                return self.path
-            self.closed = True
-            try:
-                self._writer.close()
-                (self._tmp_root / self.path.name).rename(self.path)
-            except Exception as exc:  # noqa: BLE001
-                shutil.rmtree(self._tmp_root, ignore_errors=True)
-                raise BagError(f"cannot finalise bag {self.path}: {_one_line(exc)}") from None
-            shutil.rmtree(self._tmp_root, ignore_errors=True)
+        """Write the queued messages, finalise the bag and move it to its final path; returns it."""
+        if self.closed:
             return self.path
+        self.closed = True
+
+        def finish():
+            if self._error is not None:
+                raise RuntimeError(f"a write failed: {self._error}")
+            self._writer.close()
+            (self._tmp_root / self.path.name).rename(self.path)
+
+        try:
+            self._call(finish)
+        except Exception as exc:  # noqa: BLE001
+            with contextlib.suppress(Exception):
+                self._call(self._writer.abort)
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            raise BagError(f"cannot finalise bag {self.path}: {_one_line(exc)}") from None
+        finally:
+            self._queue.put(None)
+        shutil.rmtree(self._tmp_root, ignore_errors=True)
+        return self.path
 
     def abort(self) -> None:
         """Drop everything written so far."""
-        with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            try:
-                self._writer.abort()
-            finally:
-                shutil.rmtree(self._tmp_root, ignore_errors=True)
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._call(self._writer.abort)
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            self._queue.put(None)
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
 
     def __enter__(self) -> "BagWriter":
         return self

@@ -359,6 +359,7 @@ def play_bag(
                 result.static_transforms = n
                 result.per_topic[TF_STATIC] = 1
                 result.published += 1
+                say(f"latched {n} static transforms on {remaps.get(TF_STATIC, TF_STATIC)}")
             if wait_subscribers:
                 names = [t for t in (wait_topics or play_topics) if t in pubs]
                 deadline = time.monotonic() + wait_timeout
@@ -373,6 +374,7 @@ def play_bag(
                     time.sleep(0.05)
 
             clock_period = 1.0 / clock_hz if clock_hz > 0 else math.inf
+            say(f"playing {len(play_topics)} topics from {path}")
             n_pass = 0
             while not stop.is_set() and (loops_wanted <= 0 or n_pass < loops_wanted):
                 n_pass += 1

@@ -146,7 +146,11 @@ class Recorder:
         else:
             rel = bool(reliable)
         transient = bool(latched) and rel
-        self._writer.add_topic(topic, msgtype, [rosbags_qos(p) for p in profiles])
+        try:
+            self._writer.add_topic(topic, msgtype, [rosbags_qos(p) for p in profiles])
+        except BagError as exc:
+            self._reject(topic, str(exc))
+            return
         sub = self.node.create_subscription(
             cls,
             topic,
@@ -243,8 +247,15 @@ def record(
     (counted from the first message), ``stop_event``, or SIGINT/SIGTERM (``handle_signals``, main
     thread only); the bag is always finalised. Returns a :class:`RecordResult`.
     """
+    from .io import STORAGES
     from .rosutil import ros_session
 
+    if storage not in STORAGES:  # fail before starting ROS
+        raise BagError(f"unsupported storage {storage!r} (use one of: {', '.join(STORAGES)})")
+    if qos not in QOS_MODES:
+        raise BagError(f"unsupported qos mode {qos!r} (use one of: {', '.join(QOS_MODES)})")
+    if Path(path).exists():
+        raise BagError(f"output exists already, not overwriting: {path}")
     stop = stop_event or threading.Event()
     result = RecordResult()
     old_handlers = {}

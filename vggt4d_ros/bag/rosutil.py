@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import threading
 from typing import Iterator, Optional, Tuple
 
@@ -93,10 +94,10 @@ class _Spinner:
         while not self._stop.is_set() and self.node.context.ok():
             try:
                 self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - context shut down under us
+            except Exception as exc:  # noqa: BLE001 - keep spinning after a failing callback
                 if self._stop.is_set() or not self.node.context.ok():
                     break
-                raise
+                print(f"[vggt4d-bag] callback failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         self._stop.set()

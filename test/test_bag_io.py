@@ -1,0 +1,133 @@
+"""vggt4d_ros.bag.io and the bag CLI's error paths: rosbags round trip, header stamps, bad input (no DDS)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vggt4d_ros.bag.io import (
+    BagError,
+    bag_time_range,
+    bag_topics,
+    header_stamp_ns,
+    open_writer,
+    read_messages,
+)
+from vggt4d_ros.bag.play import _merge_static
+from vggt4d_ros.bag.synth import write_synthetic_bag
+from vggt4d_ros.bag.typestore import get_typestore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_synthetic_bag_round_trip(tmp_path, storage):
+    bag = tmp_path / "b"
+    stamps = write_synthetic_bag(bag, cameras=2, steps=5, storage=storage)
+    topics = bag_topics(bag)
+    assert topics["/cam0/image_raw"].msgtype == "sensor_msgs/msg/Image"
+    assert topics["/cam1/camera_info"].count == 5
+    assert topics["/tf_static"].latched and not topics["/cam0/image_raw"].latched
+    # only the final bag exists, no temporary directory left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    got = {}
+    last = -1
+    for topic, msgtype, t_ns, raw in read_messages(bag):
+        assert t_ns >= last  # log-time order
+        last = t_ns
+        stamp = header_stamp_ns(raw, msgtype)
+        if msgtype == "tf2_msgs/msg/TFMessage":
+            assert stamp is None  # no header field
+            continue
+        decoded = get_typestore().deserialize_cdr(raw, msgtype)
+        assert stamp == decoded.header.stamp.sec * 10**9 + decoded.header.stamp.nanosec
+        got.setdefault(topic, []).append(stamp)
+    for topic, want in stamps.items():
+        if topic != "/tf_static":
+            assert got[topic] == want
+    t0, t1 = bag_time_range(bag)
+    assert t1 > t0
+
+
+def test_read_messages_topics_filter_and_decode(tmp_path):
+    bag = tmp_path / "b"
+    write_synthetic_bag(bag, cameras=1, steps=3, tf_static=False)
+    msgs = list(read_messages(bag, ["/cam0/image_raw"], decode=True))
+    assert len(msgs) == 3 and all(m.topic == "/cam0/image_raw" for m in msgs)
+    assert msgs[0].data.encoding == "rgb8" and np.asarray(msgs[0].data.data).size == 24 * 32 * 3
+    with pytest.raises(BagError, match="/nope"):
+        list(read_messages(bag, ["/nope"]))
+
+
+def test_merge_static_keeps_every_child_frame(tmp_path):
+    bag = tmp_path / "b"
+    write_synthetic_bag(bag, cameras=3, steps=1)
+    raw, n = _merge_static(bag, "/tf_static", "tf2_msgs/msg/TFMessage")
+    assert n == 3
+    msg = get_typestore().deserialize_cdr(raw, "tf2_msgs/msg/TFMessage")
+    assert sorted(t.child_frame_id for t in msg.transforms) == ["cam0_optical", "cam1_optical", "cam2_optical"]
+    assert [round(t.transform.translation.x, 6) for t in msg.transforms] == [0.0, 0.1, 0.2]
+
+
+def test_writer_abort_and_refusals(tmp_path):
+    out = tmp_path / "x"
+    w = open_writer(out)
+    w.add_topic("/a", "std_msgs/msg/String")
+    w.write("/a", 1, get_typestore().serialize_cdr(get_typestore().types["std_msgs/msg/String"](data="hi"),
+                                                    "std_msgs/msg/String"))
+    assert not out.exists()  # nothing at the final path until close()
+    w.abort()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(BagError, match="unsupported storage"):
+        open_writer(tmp_path / "y", storage="bag1")
+    with pytest.raises(BagError, match="no_such_pkg/msg/Foo"):
+        with open_writer(tmp_path / "z") as w2:
+            w2.add_topic("/b", "no_such_pkg/msg/Foo")
+    assert list(tmp_path.iterdir()) == []  # the failed writer was aborted, nothing left
+    write_synthetic_bag(tmp_path / "done", steps=1)
+    with pytest.raises(BagError, match="exists already"):
+        open_writer(tmp_path / "done")
+
+
+def _cli(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-m", "vggt4d_ros.bag.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def _assert_one_line_error(proc, *words):
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr
+    assert err[0].startswith("vggt4d-bag: error:")
+    for w in words:
+        assert w in err[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_info_and_bad_bags(tmp_path):
+    bag = tmp_path / "good"
+    write_synthetic_bag(bag, cameras=1, steps=4)
+    ok = _cli("info", str(bag))
+    assert ok.returncode == 0 and "/cam0/image_raw  sensor_msgs/msg/Image  4" in ok.stdout
+
+    # truncated MCAP: cut the storage file in half (metadata.yaml still claims it is complete)
+    trunc = tmp_path / "trunc"
+    write_synthetic_bag(trunc, cameras=1, steps=20)
+    mcap_file = trunc / "trunc.mcap"
+    data = mcap_file.read_bytes()
+    mcap_file.write_bytes(data[: len(data) // 2])
+    _assert_one_line_error(_cli("play", str(trunc), "--rate", "0"), "trunc")
+    _assert_one_line_error(_cli("info", str(mcap_file)), "trunc")
+
+    garbage = tmp_path / "garbage.mcap"
+    garbage.write_bytes(os.urandom(4096))
+    _assert_one_line_error(_cli("play", str(garbage)), "garbage.mcap")
+
+    _assert_one_line_error(_cli("play", str(tmp_path / "missing")), "not found")
+    _assert_one_line_error(_cli("play", str(bag), "--topics", "/nope"), "/nope")
+    _assert_one_line_error(_cli("record", "-o", str(tmp_path / "r"), "--storage", "bag1", "/a"), "bag1")
+    assert not (tmp_path / "r").exists()
