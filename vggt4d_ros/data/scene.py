@@ -210,7 +210,7 @@ def build_scene(
             R = Rotation.from_euler("z", rng.uniform(0, np.pi)).as_matrix()
         else:
             t = np.array([xy[0], xy[1], size[0] + rng.uniform(0.0, 1.2)])
-            R = Rotation.random(random_state=rng).as_matrix()
+            R = Rotation.from_quat(rng.normal(size=4)).as_matrix()  # uniform rotation; any scipy
         prims.append(Primitive(str(kind), size, material(), rng.uniform(0, 50, 2), R=R, t=t))
         placed += 1
 
