@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vggt4d_ros.model import build_model
@@ -69,3 +70,20 @@ def test_dinov2_fixed_grid_matches_dynamic_interpolation():
     torch.testing.assert_close(dyn, fixed, rtol=0, atol=0)
     assert d._fixed_pos.shape == (1, 1 + 3 * 5, 32)
     assert dyn.shape == (2, 15, 32)
+
+
+
+def test_aggregator_fix_grid_keeps_outputs():
+    torch.manual_seed(0)
+    m = build_model(img_size=56, embed_dim=384, depth=1, num_heads=6, patch_embed="dinov2_vits14_reg",
+                    enable_camera=False, enable_depth=False, enable_point=False, enable_track=False, keep_layers=None)
+    agg = m.aggregator.eval()
+    imgs = torch.rand(1, 2, 3, 42, 70)
+    with torch.no_grad():
+        a, _, _ = agg(imgs)
+        agg.fix_grid(42, 70)
+        b, _, _ = agg(imgs)
+    assert agg.rope.max_position == 6 and agg.patch_embed._fixed_grid == (3, 5)
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        agg(torch.rand(1, 2, 3, 40, 70))

@@ -157,6 +157,18 @@ class Aggregator(nn.Module):
         self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    def fix_grid(self, height: int, width: int) -> None:
+        """Freeze data-dependent parts for ``height x width`` images (ONNX / TensorRT export).
+
+        Precomputes DINOv2's interpolated position embedding and sizes the RoPE tables to the grid, so the
+        traced graph has neither ``interpolate`` on the position embedding nor a ``max()`` over positions.
+        """
+        h, w = height // self.patch_size, width // self.patch_size
+        if hasattr(self.patch_embed, "fix_grid"):
+            self.patch_embed.fix_grid(height, width)
+        if self.rope is not None:
+            self.rope.max_position = max(h, w) + 1
+
     # ------------------------------------------------------------------ patch embedding
     def embed_frames(self, images: torch.Tensor) -> torch.Tensor:
         """Patch tokens of independent frames: ``images`` ``(N, 3, H, W)`` in [0, 1] -> ``(N, h*w, C)``.
@@ -194,12 +206,16 @@ class Aggregator(nn.Module):
         if patch_tokens is None:
             if images is None:
                 raise ValueError("give images or patch_tokens")
-            b, s, _, h_px, w_px = images.shape
+            b, s, ch, h_px, w_px = images.shape
+            if ch != 3 or h_px % self.patch_size or w_px % self.patch_size:
+                raise ValueError(f"images must be (B, S, 3, H, W) with H, W multiples of {self.patch_size}; got {tuple(images.shape)}")
             grid = (h_px // self.patch_size, w_px // self.patch_size)
             patch_tokens = self.embed_frames(images.reshape(b * s, *images.shape[2:])).view(b, s, -1, self.embed_dim)
         elif grid is None:
             raise ValueError("grid=(h, w) is required with patch_tokens")
         b, s, n_patch, c = patch_tokens.shape
+        if n_patch != grid[0] * grid[1]:
+            raise ValueError(f"{n_patch} patch tokens per frame do not form a {grid[0]}x{grid[1]} grid")
         if not 0 <= reference_index < s:
             raise ValueError(f"reference_index {reference_index} outside 0..{s - 1}")
         cam = expand_special_tokens(self.camera_token, b, s, reference_index)
