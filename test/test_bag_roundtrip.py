@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vggt4d_ros.bag.io import bag_topics, read_messages
+from vggt4d_ros.bag.io import bag_time_range, bag_topics, read_messages
 from vggt4d_ros.bag.synth import write_synthetic_bag
 from vggt4d_ros.bag.typestore import get_typestore
 from vggt4d_ros.rosenv import localhost_env
@@ -192,10 +192,11 @@ def test_sigterm_finalises_sqlite3_bag_best_effort(tmp_path):
     src = tmp_path / "src"
     stamps = write_synthetic_bag(src, cameras=1, steps=20, hz=50.0, tf_static=False, namespace=ns)
     out = tmp_path / "rec"
-    rec = _start(dom, "record", "-o", str(out), "--types", "sensor_msgs/msg/Image", "--storage", "sqlite3")
+    rec = _start(dom, "record", "-o", str(out), "/clock", "--types", "sensor_msgs/msg/Image", "--storage",
+                 "sqlite3")
     _wait_for_line(rec, "recording to")
-    play = _start(dom, "play", str(src), "--best-effort", "--wait-subscribers", "--wait-topics",
-                  f"{ns}/cam0/image_raw", "--wait-timeout", "20")
+    play = _start(dom, "play", str(src), "--best-effort", "--clock", "--wait-subscribers", "--wait-topics",
+                  f"{ns}/cam0/image_raw", "/clock", "--wait-timeout", "20")
     rc_p, out_p, err_p = _finish(play)
     assert rc_p == 0, err_p
     time.sleep(0.5)
@@ -205,8 +206,15 @@ def test_sigterm_finalises_sqlite3_bag_best_effort(tmp_path):
     assert rc_r == 0, err_r
     assert "(SIGTERM)" in out_r and "best effort" in err_r, out_r + err_r
     info = bag_topics(out)
-    assert set(info) == {f"{ns}/cam0/image_raw"}  # --types selected the Image topic only
+    assert set(info) == {f"{ns}/cam0/image_raw", "/clock"}  # --types selected the Image topic only
     assert list(out.glob("*.db3"))
     got = [get_typestore().deserialize_cdr(raw, "sensor_msgs/msg/Image").header.stamp
            for _t, raw in _by_topic(out)[f"{ns}/cam0/image_raw"]]
     assert [s.sec * 10**9 + s.nanosec for s in got] == stamps[f"{ns}/cam0/image_raw"]
+    # /clock carried bag time: non-decreasing, within the bag, ending at the last message's log time
+    clock = [get_typestore().deserialize_cdr(raw, "rosgraph_msgs/msg/Clock").clock
+             for _t, raw in _by_topic(out)["/clock"]]
+    clock_ns = [c.sec * 10**9 + c.nanosec for c in clock]
+    bag_start, bag_end = bag_time_range(src)
+    assert clock_ns == sorted(clock_ns) and len(clock_ns) >= 2
+    assert bag_start <= clock_ns[0] and clock_ns[-1] == bag_end

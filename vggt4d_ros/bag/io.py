@@ -102,12 +102,12 @@ def bag_topics(path: PathLike) -> Dict[str, TopicSummary]:
 
 
 def bag_time_range(path: PathLike) -> tuple:
-    """Return ``(start_ns, end_ns)`` of the bag's log times (``(0, 0)`` for an empty bag)."""
+    """Return the log times ``(first_ns, last_ns)`` of the bag's first and last message (``(0, 0)`` if empty)."""
     reader = _open_reader(path)
     try:
         if reader.message_count == 0:
             return 0, 0
-        return reader.start_time, reader.end_time
+        return reader.start_time, reader.end_time - 1  # rosbags' end_time is exclusive
     finally:
         reader.close()
 
