@@ -117,3 +117,14 @@ def test_spatiotemporal_requires_whole_time_steps():
     m = _model(layout="spatiotemporal")
     with pytest.raises(ValueError):
         m(torch.rand(1, 5, 3, 28, 28), num_views=2)
+
+
+@pytest.mark.parametrize("layout", ["global", "spatiotemporal"])
+def test_batch_equals_separate_windows(layout):
+    m = _model(layout=layout, temporal_window=2, page4d=dict(enabled=True, mask_block=0, bias_blocks=(1, 3), strength=3.0))
+    imgs = torch.rand(2, 4, 3, 28, 42)
+    with torch.no_grad():
+        both = m(imgs, num_views=2, reference_index=1)
+        one = [m(imgs[i], num_views=2, reference_index=1) for i in range(2)]
+    for k in ("pose_enc", "depth", "page_mask"):
+        torch.testing.assert_close(both[k], torch.cat([o[k] for o in one]), rtol=1e-5, atol=1e-5)
