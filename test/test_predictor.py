@@ -173,3 +173,20 @@ def test_from_config_tiny():
     pytest.importorskip("vggt4d_ros.model.configs")
     p = Predictor.from_config("tiny", target_width=TW)
     assert isinstance(p, Predictor) and p.precision == "fp32"
+
+
+def test_patch_embedding_cache_reuses_shared_frames(model, frames):
+    p = Predictor(copy.deepcopy(model), target_width=TW)
+    plain = p.predict(frames, num_views=V)
+    keys = [("cam", i) for i in range(V * T)]
+    first = p.predict(frames, num_views=V, frame_keys=keys)
+    assert p.embed_cache_misses == V * T
+    torch.testing.assert_close(first.raw["depth"], plain.raw["depth"])
+    # the next window shares the newest time step: only the new frames are embedded
+    nxt = frames[V:] + frames[:V]
+    keys2 = keys[V:] + [("cam", 100 + i) for i in range(V)]
+    second = p.predict(nxt, num_views=V, frame_keys=keys2)
+    assert p.embed_cache_misses == V
+    fresh = Predictor(copy.deepcopy(model), target_width=TW).predict(nxt, num_views=V)
+    torch.testing.assert_close(second.raw["depth"], fresh.raw["depth"])
+    torch.testing.assert_close(second.raw["pose_enc"], fresh.raw["pose_enc"])

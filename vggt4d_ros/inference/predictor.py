@@ -153,6 +153,8 @@ class Predictor:
             elif not keep_only_used_layers:
                 agg.keep_layers = None
         self.model = model
+        self._embed_cache: Dict[Any, torch.Tensor] = {}
+        self.embed_cache_misses = 0  # frames embedded by the last predict() with frame_keys
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -214,6 +216,7 @@ class Predictor:
         query_points: Any = None,
         reference: Reference = ("first",),
         time_index: Optional[Sequence[int]] = None,
+        frame_keys: Optional[Sequence[Any]] = None,
     ) -> WindowPrediction:
         """Predict one window.
 
@@ -225,6 +228,10 @@ class Predictor:
             query_points: optional (N, 2) pixels (x, y) in the reference frame's input image to track.
             reference: ("first",) (frame 0), ("newest", v) (view v at the newest time step), ("index", s).
             time_index: optional (T,) labels of the time steps (reported per frame); default 0..T-1.
+            frame_keys: optional hashable key per frame (e.g. ``(camera, stamp_ns)``). The per-frame patch
+                embedding (DINOv2, independent of the other frames) is then cached under these keys and reused
+                by the next window for the frames it shares with this one; the cache keeps only the keys of the
+                latest window.
         Returns:
             :class:`WindowPrediction`.
         """
@@ -245,7 +252,11 @@ class Predictor:
         self._sync()
         t1 = time.perf_counter()
 
-        out = self.model(images[None], q_model, num_views=num_views, reference_index=ref, layout=self.layout)
+        extra: Dict[str, Any] = {}
+        if frame_keys is not None:
+            extra["patch_tokens"] = self._patch_tokens(images, list(frame_keys))
+        out = self.model(images[None], q_model, num_views=num_views, reference_index=ref, layout=self.layout,
+                         **extra)
         self._sync()
         t2 = time.perf_counter()
 
@@ -260,6 +271,21 @@ class Predictor:
             "total": 1e3 * (t3 - t0),
         }
         return pred
+
+    def _patch_tokens(self, images: torch.Tensor, keys: List[Any]) -> torch.Tensor:
+        """(1, S, P, C) patch tokens, embedding only frames whose key is not cached (same grid)."""
+        if len(keys) != images.shape[0]:
+            raise ValueError(f"{len(keys)} frame_keys for {images.shape[0]} frames")
+        grid = tuple(images.shape[-2:])
+        full = [(k, grid) for k in keys]
+        missing = [i for i, k in enumerate(full) if k not in self._embed_cache]
+        if missing:
+            emb = self.model.aggregator.embed_frames(images[missing])
+            for j, i in enumerate(missing):
+                self._embed_cache[full[i]] = emb[j]
+        self._embed_cache = {k: self._embed_cache[k] for k in full}
+        self.embed_cache_misses = len(missing)
+        return torch.stack([self._embed_cache[k] for k in full])[None]
 
     # ------------------------------------------------------------------ post-processing
     @staticmethod
