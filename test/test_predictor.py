@@ -8,6 +8,7 @@ import torch
 
 from vggt4d_ros.geometry import project_points
 from vggt4d_ros.inference import FramePrediction, Predictor, WindowPrediction
+from vggt4d_ros.model import build_model_from_config
 
 TW = 126  # model width: 9 patches
 V, T = 2, 2
@@ -15,17 +16,6 @@ V, T = 2, 2
 
 def _tiny_model():
     torch.manual_seed(0)
-    try:
-        from vggt4d_ros.model.configs import build_model_from_config
-    except ImportError:  # the named configs are not in the tree yet: the same kind of model by hand
-        from vggt4d_ros.model import build_model
-
-        return build_model(
-            img_size=TW, embed_dim=128, depth=4, num_heads=4, patch_embed="conv", enable_mask=True,
-            dpt=dict(features=32, out_channels=[32, 64, 128, 128]), camera_head=dict(trunk_depth=1, num_heads=4),
-            track=dict(features=32, hidden_size=64, iters=2, tracker_depth=2, num_heads=4, num_virtual_tracks=8,
-                       corr_levels=3),
-        )
     return build_model_from_config("tiny")
 
 
@@ -164,13 +154,16 @@ def test_head_points_and_mask_sources(model, frames):
     assert out.dynamic_mask_source == ("head" if has_mask_head else "geometric")
     f = out.frames[0]
     assert f.points_world.shape == (90, 160, 3) and np.isfinite(f.points_world).all()
-    # head points are re-expressed in the reference camera: the model's world_points moved by cam_from_world
+    if model.config.get("page4d", {}).get("enabled"):
+        pg = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="page4d").predict(frames, num_views=V)
+        assert pg.dynamic_mask_source == "page4d"
+        m = pg.frames[1].dynamic_mask
+        assert m.shape == (90, 160) and 0.0 <= m.min() and m.max() <= 1.0
     none = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="none").predict(frames, num_views=V)
     assert none.dynamic_mask_source == "none" and none.frames[0].dynamic_mask is None
 
 
 def test_from_config_tiny():
-    pytest.importorskip("vggt4d_ros.model.configs")
     p = Predictor.from_config("tiny", target_width=TW)
     assert isinstance(p, Predictor) and p.precision == "fp32"
 
