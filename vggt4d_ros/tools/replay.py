@@ -67,7 +67,7 @@ def _fail(msg: str, code: int = 2) -> int:
 
 
 OUTPUT_FILES = ("outputs.mcap", "metrics.json", "report.md", "trajectory.png", "panels.png", "errors.png",
-                "params.yaml")
+                "params.yaml", "node.log")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -115,6 +115,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # ---------------------------------------------------------------- run
     total = sum(topics[t].count for t in cams.image.values())
+    if args.max_steps is not None:
+        total = min(total, args.max_steps * len(cams.names))
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -1,0 +1,249 @@
+"""Replay through the real node: ``vggt4d-node`` as a subprocess, the project's player and recorder, DDS on
+this machine only (:mod:`vggt4d_ros.rosenv`).
+
+Sequence: start the node with the effective params file; record every topic it publishes
+(:class:`~vggt4d_ros.bag.record.Recorder`); wait until the node subscribes to the camera topics and the
+recorder to its outputs; give the node each camera's first CameraInfo (so the first images are not
+rejected for arriving before their CameraInfo, as the offline runner assumes too); play the camera
+topics and ``/tf_static`` with :func:`~vggt4d_ros.bag.play.play_bag` in lock-step on ``/vggt4d/status``
+(one window processed per time step, deterministic) or at ``rate`` times the bag's rate; stop the node
+(SIGINT) and finalise the outputs. Runtime figures come from the recorded ``status`` messages (the
+node's own window latency) and the recorder's receive times.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from vggt4d_ros.bag.io import bag_time_range, read_messages
+
+from .config import CameraTopics
+from .node_messages import NODE_NAMESPACE, output_topics
+from .offline import RunStats, finalize_output
+
+__all__ = ["run_through_ros", "node_command"]
+
+NODE_NAME = "vggt4d"
+
+
+def node_command(params_file: Path) -> List[str]:
+    """``vggt4d-node --ros-args --params-file FILE`` (the console script beside this Python, else ``-m``)."""
+    exe = shutil.which("vggt4d-node", path=os.path.dirname(sys.executable)) or shutil.which("vggt4d-node")
+    base = [exe] if exe else [sys.executable, "-m", "vggt4d_ros.ros.node"]
+    return base + ["--ros-args", "--params-file", str(params_file)]
+
+
+def _tail(path: Path, n: int = 6) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def _stop_duration(bag: Path, cams: CameraTopics, max_steps: Optional[int]) -> Optional[float]:
+    """Seconds of bag (from its first message) holding the first ``max_steps`` frames of camera 0."""
+    if max_steps is None:
+        return None
+    topic = cams.image[cams.names[0]]
+    logs = sorted(t for _tp, _mt, t, _raw in read_messages(bag, [topic]))
+    if len(logs) <= max_steps:
+        return None
+    start, _end = bag_time_range(bag)
+    return max(1e-9, (logs[max_steps] - start) * 1e-9)
+
+
+def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_dir: Path, params_file: Path, *,
+                    rate: float = 0.0, max_steps: Optional[int] = None, lock_step_timeout: float = 60.0,
+                    startup_timeout: float = 180.0, progress: Optional[Callable[[int], None]] = None,
+                    log: Callable[[str], None] = lambda s: None) -> Tuple[RunStats, Path]:
+    """Run the node on ``bag``; returns the run's stats and the path of ``out_dir/outputs.mcap``.
+
+    Raises RuntimeError (one line) when the node dies or never comes up. Ctrl-C ends the run cleanly
+    (``stats.interrupted``) with the outputs recorded so far.
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from vggt4d_ros.bag.play import play_bag
+    from vggt4d_ros.bag.record import Recorder
+    from vggt4d_ros.bag.rosutil import message_class, qos_profile
+    from vggt4d_ros.rosenv import apply_localhost_env, localhost_env
+
+    stats = RunStats(mode="through-ros", device=str(params["model.device"]))
+    ns = NODE_NAMESPACE
+    expected = output_topics(params, ns)
+    bag_dir = out_dir / ".outputs_bag"
+    if bag_dir.exists():
+        shutil.rmtree(bag_dir)
+    node_log = out_dir / "node.log"
+    duration = _stop_duration(bag, cams, max_steps)
+    apply_localhost_env()
+    env = localhost_env()
+    own_init = not rclpy.ok()
+    if own_init:
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("vggt4d_replay")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spin_stop = threading.Event()
+
+    def spin() -> None:
+        while not spin_stop.is_set() and rclpy.ok():
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutting down
+                if spin_stop.is_set():
+                    break
+
+    spinner = threading.Thread(target=spin, name="vggt4d-replay-spin", daemon=True)
+    spinner.start()
+    acked: set = set()
+
+    def on_status(msg) -> None:
+        acked.add(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        if progress is not None:
+            progress(len(acked) * len(cams.names))
+
+    node.create_subscription(message_class("vggt4d_ros/msg/WindowStatus"), f"{ns}/status", on_status,
+                             qos_profile(reliable=True, depth=100))
+    logf = open(node_log, "wb")
+    proc = subprocess.Popen(node_command(params_file), env=env, stdout=logf, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log(f"started the node (pid {proc.pid}); its log: {node_log}")
+    rec: Optional[Recorder] = None
+    outputs = out_dir / "outputs.mcap"
+    play = None
+    t_start = time.monotonic()
+    try:
+        rec = Recorder(node, list(expected), bag_dir, log=lambda s: None)
+        inputs = list(cams.image.values()) + list(cams.info.values())
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the node exited with code {proc.returncode} before it was ready: "
+                                   f"{_tail(node_log)}")
+            node_subs = all(any(i.node_name == NODE_NAME for i in node.get_subscriptions_info_by_topic(t))
+                            for t in inputs)
+            rec_ready = set(expected) <= set(rec.subscribed) | {"/diagnostics"}
+            if node_subs and rec_ready:
+                break
+            if time.monotonic() > deadline:
+                missing = sorted(set(expected) - set(rec.subscribed))
+                raise RuntimeError(f"the node was not ready within {startup_timeout:g} s (inputs subscribed: "
+                                   f"{node_subs}; outputs not seen: {', '.join(missing) or 'none'}): {_tail(node_log)}")
+            time.sleep(0.1)
+        time.sleep(0.5)  # let the node's publishers match the recorder (it publishes only when subscribed)
+        # Prime the node with each camera's first CameraInfo.
+        info_cls = message_class("sensor_msgs/msg/CameraInfo")
+        firsts: Dict[str, bytes] = {}
+        for topic, _mt, _t, raw in read_messages(bag, list(cams.info.values())):
+            firsts.setdefault(topic, raw)
+            if len(firsts) == len(cams.info):
+                break
+        pubs = {t: node.create_publisher(info_cls, t, qos_profile(reliable=True, depth=1)) for t in firsts}
+        t_match = time.monotonic() + 10.0
+        while any(p.get_subscription_count() < 1 for p in pubs.values()) and time.monotonic() < t_match:
+            time.sleep(0.05)
+        for _ in range(3):
+            for t, p in pubs.items():
+                p.publish(firsts[t])
+            time.sleep(0.1)
+        t_start = time.monotonic()
+        play_topics = inputs + (["/tf_static"] if "/tf_static" in _bag_topic_names(bag) else [])
+        play = play_bag(bag, rate=rate if rate > 0 else 0.0, topics=play_topics, duration=duration,
+                        lock_step=rate <= 0, lock_step_topic=f"{ns}/status",
+                        lock_step_type="vggt4d_ros/msg/WindowStatus", trigger_topics=list(cams.image.values()),
+                        lock_step_timeout=lock_step_timeout, wait_subscribers=True, wait_topics=inputs,
+                        wait_timeout=30.0, node=node, log=log)
+        stats.interrupted = play.interrupted
+        # Outputs of the last step follow its status within milliseconds; at a fixed rate the node may
+        # still be busy: wait until no status came for a while.
+        quiet = 1.0 if rate <= 0 else 5.0
+        last = len(acked)
+        t_last = time.monotonic()
+        while not stats.interrupted and time.monotonic() - t_last < quiet:
+            time.sleep(0.1)
+            if len(acked) != last:
+                last, t_last = len(acked), time.monotonic()
+            if proc.poll() is not None:
+                break
+        stats.wall_s = time.monotonic() - t_start
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        stats.wall_s = time.monotonic() - t_start
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            if rec is not None:
+                outputs = finalize_output(rec.close(), outputs)
+        finally:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            logf.close()
+            spin_stop.set()
+            spinner.join(timeout=2.0)
+            executor.shutdown(timeout_sec=0.5)
+            node.destroy_node()
+            if own_init:
+                rclpy.try_shutdown()
+    if play is not None:
+        stats.frames_in = sum(play.per_topic.get(t, 0) for t in cams.image.values())
+        if play.lock_step_timeouts:
+            stats.notes.append(f"lock-step: {play.lock_step_timeouts} time steps were not acknowledged within "
+                               f"{lock_step_timeout:g} s")
+    _stats_from_outputs(outputs, stats, len(cams.names), ns)
+    return stats, outputs
+
+
+def _bag_topic_names(bag: Path) -> set:
+    from vggt4d_ros.bag.io import bag_topics
+
+    return set(bag_topics(bag))
+
+
+def _stats_from_outputs(outputs: Path, stats: RunStats, num_cameras: int, ns: str) -> None:
+    """Counts and latencies from the recorded status / odometry messages."""
+    if not outputs.exists():
+        return
+    from vggt4d_ros.bag.io import bag_topics
+
+    topics = bag_topics(outputs)
+    stats.messages = {t: s.count for t, s in topics.items()}
+    wanted = [t for t in (f"{ns}/status", f"{ns}/odometry") if t in topics]
+    steps, windows, lat = set(), {}, {}
+    out_times: List[float] = []
+    last = None
+    for topic, _mt, log_ns, msg in read_messages(outputs, wanted, decode=True):
+        st = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if topic.endswith("/odometry"):
+            out_times.append(log_ns * 1e-9)
+            continue
+        steps.add(st)
+        last = msg
+        if msg.num_time_steps > 0:
+            windows[int(msg.window_index)] = True
+            if math.isfinite(msg.latency):
+                lat[int(msg.window_index)] = float(msg.latency)
+    stats.steps_in = len(steps)
+    stats.frames_used = len(steps) * num_cameras
+    stats.steps_out = len(out_times)
+    stats.windows = len(windows)
+    stats.latencies_s = [lat[k] for k in sorted(lat)]
+    stats.output_times_s = out_times
+    if last is not None:
+        stats.frames_dropped = int(last.frames_dropped)
+        stats.windows_skipped = int(last.windows_skipped)
