@@ -338,6 +338,13 @@ def play_bag(
                 raise BagError(f"lock-step topic {lock_step_topic} ({ack_type}) has no header to compare stamps")
             from .rosutil import publishers_qos
 
+            # Wait for the ack publisher to be discovered, so the subscription matches its QoS and the
+            # first ack (often sent right after the first step) is not lost to discovery.
+            deadline = time.monotonic() + max(wait_timeout, lock_step_timeout)
+            while not stop.is_set() and nd.count_publishers(lock_step_topic) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if nd.count_publishers(lock_step_topic) < 1:
+                say(f"warning: no publisher on {lock_step_topic} yet; lock-step acks may be missed")
             reliable, _latched, _ = publishers_qos(nd, lock_step_topic)
             nd.create_subscription(
                 ack_cls,
@@ -345,6 +352,7 @@ def play_bag(
                 lambda m: stepper.ack(m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec),
                 qos_profile(reliable=bool(reliable), depth=50),
             )
+            time.sleep(0.3)  # let the new subscription finish matching before the first step
 
         def publish_clock(t_ns: int) -> None:
             if clock_pub is not None:

@@ -61,6 +61,7 @@ def build_node_class():
     from nav_msgs.msg import Odometry
     from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                     SetParametersResult)
+    from rclpy.exceptions import ParameterUninitializedException
     from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -85,7 +86,7 @@ def build_node_class():
         text = p.description + (f" [{p.unit}]" if p.unit else "")
         if p.choices:
             text += f" One of: {', '.join(repr(c) for c in p.choices)}."
-        d = ParameterDescriptor(name=name, type=int(TYPE_MAP[p.kind]), description=text,
+        d = ParameterDescriptor(name=name, type=TYPE_MAP[p.kind].value, description=text,
                                 read_only=p.static)
         if p.range is not None and p.kind == "int":
             d.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
@@ -109,6 +110,7 @@ def build_node_class():
             self._lock = threading.Lock()
             self._pipeline = None
             self._infos = None
+            self._waiting_info: Dict[str, tuple] = {}
             self._sync = None
             self._window = None
             self._slot = None
@@ -137,7 +139,7 @@ def build_node_class():
                 self.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, descriptor(p, name))
             else:
                 self.declare_parameter(name, default, descriptor(p, name))
-            value = self.get_parameter(name).value
+            value = self._p(name)
             if value is not None:
                 reason = validate(p, value)
                 if reason:
@@ -164,10 +166,13 @@ def build_node_class():
             return SetParametersResult(successful=True)
 
         def _p(self, name: str) -> Any:
-            return self.get_parameter(name).value
+            try:
+                return self.get_parameter(name).value
+            except ParameterUninitializedException:  # declared by type only (empty arrays)
+                return None
 
         def _cam_p(self, cam: str, name: str) -> Any:
-            return self.get_parameter(f"{cam}.{name}").value
+            return self._p(f"{cam}.{name}")
 
         def _autostart(self) -> None:
             self._autostart_timer.cancel()
@@ -253,6 +258,22 @@ def build_node_class():
             self._sync = None
             self._window = None
             self._slot = None
+
+        def flush_outputs(self, timeout_s: float = 2.0) -> None:
+            """Wait (bounded) until reliable subscribers acknowledged what was published, so outputs of the
+            last window are not lost when the process exits right after publishing them."""
+            from rclpy.duration import Duration
+
+            deadline = time.monotonic() + timeout_s
+            pubs = list(self._pubs.values()) + [p for d in self._cam_pubs.values() for p in d.values()]
+            for pub in pubs:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    pub.wait_for_all_acked(Duration(seconds=left))
+                except Exception:  # noqa: BLE001 - best effort on shutdown
+                    pass
 
         # ------------------------------------------------------------------ set-up helpers
         def _make_pipeline(self):
@@ -343,6 +364,9 @@ def build_node_class():
                 return
             if self._infos is not None:
                 self._infos.update(cam, msg)
+            pending = self._waiting_info.pop(cam, None)
+            if pending is not None:  # an image that arrived just before its camera's first CameraInfo
+                self._on_image(cam, *pending)
 
         def _on_image(self, cam: str, msg: Any, compressed: bool) -> None:
             if self._sync is None:
@@ -356,8 +380,10 @@ def build_node_class():
                 return
             info = self._infos.get(cam) if self._infos is not None else None
             if info is None and self._p("sync.require_camera_info"):
-                self._reject(cam, "no CameraInfo received yet on "
-                             f"{str(self._cam_p(cam, 'camera_info_topic')) or f'/{cam}/camera_info'}")
+                if cam in self._waiting_info:  # a second image without CameraInfo: the older one is dropped
+                    self._reject(cam, "no CameraInfo received yet on "
+                                 f"{str(self._cam_p(cam, 'camera_info_topic')) or f'/{cam}/camera_info'}")
+                self._waiting_info[cam] = (msg, compressed)  # newest only: bounded
                 return
             if info is not None and (info.width != rgb.shape[1] or info.height != rgb.shape[0]):
                 self._reject(cam, f"image size {rgb.shape[1]}x{rgb.shape[0]} differs from its CameraInfo "
@@ -583,6 +609,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     rclpy = _rclpy()
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    from vggt4d_ros.ros.conversions import reuse_freed_memory
+
+    reuse_freed_memory()  # multi-MB output buffers every step: reuse freed pages (see conversions)
     rclpy.init(args=argv)
     try:
         node = build_node_class()()
@@ -598,6 +627,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         pass
     finally:
         try:
+            node.flush_outputs(timeout_s=2.0)
             node._teardown_runtime()
             if node._pipeline is not None:
                 node._pipeline.close()
