@@ -261,6 +261,24 @@ def test_missing_checkpoint_fails_configure_and_node_stays_alive():
         rclpy.try_shutdown()
 
 
-def test_launch_file_against_bag():
-    pytest.importorskip("launch_pytest", reason="launch_pytest exists only in a real ROS install; the same "
-                                                "scenario runs through the project's player in this file")
+def test_launch_file_against_bag(tmp_path):
+    """On a real ROS install (launch_pytest present), replay.launch.py runs the same scenario as above."""
+    pytest.importorskip("launch_pytest", reason="launch/launch_pytest exist only in a real ROS install; the "
+                                                "same scenario runs through the project's player above")
+    import shutil
+
+    from vggt4d_ros.data.bagwriter import write_synth_bag
+    from vggt4d_ros.data.synth import SynthConfig, SynthSequence
+
+    ros2 = shutil.which("ros2")
+    assert ros2, "launch_pytest is installed but the ros2 command is not on PATH"
+    bag = tmp_path / "in"
+    write_synth_bag(SynthSequence(SynthConfig(seed=3, width=252, height=140, duration_s=0.5)), bag)
+    out = tmp_path / "out"
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text((ROOT / "config/tiny.yaml").read_text().replace(
+        'checkpoint: ""', f'checkpoint: "{CHECKPOINT}"'))
+    res = subprocess.run([ros2, "launch", "vggt4d_ros", "replay.launch.py", f"bag:={bag}", f"out:={out}",
+                          f"config:={cfg}"], env=localhost_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "/vggt4d/cam0/depth" in _decode_all(out)
