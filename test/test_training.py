@@ -109,7 +109,7 @@ def test_loss_is_minimal_for_perfect_predictions_and_grows_with_error(batch):
 def test_confidence_trades_error_against_log_term(batch):
     out = perfect_outputs(batch, conf=2.0)
     out["depth"] = out["depth"] + 0.1
-    cfg = LossConfig(camera=0, depth=1, point=0, mask=0, gradient=0.0, conf_alpha=0.2)
+    cfg = LossConfig(camera=0, depth=1, point=0, mask=0, gradient=0.0, reg=0.0, conf_alpha=0.2)
     t = multitask_loss(out, batch, cfg)
     # c*|e| - alpha*log(c) with e = 0.1, c = 2
     assert float(t["depth"]) == pytest.approx(2 * 0.1 - 0.2 * np.log(2.0), rel=1e-4)

@@ -6,7 +6,8 @@
   of view), summed over the camera head's refinement iterations with weights ``gamma^(n-1-i)`` (the last
   iteration weighs 1), as in VGGT.
 - Depth / points: VGGT's aleatoric regression ``c * |x - x_gt| - alpha * log(c)`` over valid pixels, plus a
-  confidence-weighted image-gradient term (differences of neighbouring pixels' errors).
+  confidence-weighted image-gradient term (differences of neighbouring pixels' errors) and the plain L1
+  error; the largest errors above the ``valid_range`` quantile are ignored.
 - Mask: binary cross-entropy with logits against the ground-truth dynamic mask (optionally positive-weighted,
   moving objects are a small fraction of the pixels).
 - Tracks: L1 on the pixel positions of visible ground-truth tracks + BCE of the visibility logits.
@@ -37,6 +38,8 @@ class LossConfig:
     camera_weights: tuple = (1.0, 1.0, 0.5)  # translation, rotation, field of view
     conf_alpha: float = 0.2
     gradient: float = 1.0  # weight of the gradient term inside depth / point losses
+    reg: float = 1.0  # weight of the plain (unweighted) L1 term inside depth / point losses
+    valid_range: float = 0.98  # ignore pixels whose error is above this quantile (1: keep all)
     mask_pos_weight: float = 4.0
     vis_weight: float = 0.05
     track_scale: float = 0.0  # 0: pixels divided by the image width; else this divisor
@@ -102,11 +105,13 @@ def _grad_term(err: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor) -> to
 
 
 def conf_regression_loss(pred: torch.Tensor, conf: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor,
-                         alpha: float, gradient: float) -> Dict[str, torch.Tensor]:
-    """Aleatoric regression ``c*|x-x_gt| - alpha*log c`` (+ gradient term + plain L1 for monitoring).
+                         alpha: float, gradient: float, reg: float = 1.0,
+                         valid_range: float = 1.0) -> Dict[str, torch.Tensor]:
+    """Aleatoric regression ``c*|x-x_gt| - alpha*log c`` + ``gradient`` x gradient term + ``reg`` x plain L1.
 
     Args:
         pred, gt: (B, S, H, W, C); conf: (B, S, H, W) > 0; valid: (B, S, H, W) bool.
+        valid_range: pixels whose error exceeds this quantile of the valid errors are ignored (outliers).
     Returns:
         dict: ``conf`` (aleatoric mean), ``grad``, ``l1`` (unweighted mean error), ``total``.
     """
@@ -114,12 +119,17 @@ def conf_regression_loss(pred: torch.Tensor, conf: torch.Tensor, gt: torch.Tenso
     gt = torch.where(valid[..., None], gt, torch.zeros_like(gt))
     err = pred.float() - gt
     e = err.norm(dim=-1) if err.shape[-1] > 1 else err[..., 0].abs()
+    if 0.0 < valid_range < 1.0 and bool(valid.any()):
+        ev = e.detach()[valid]
+        if ev.numel() > 1_000_000:
+            ev = ev[torch.randperm(ev.numel(), device=ev.device)[:1_000_000]]
+        valid = valid & (e.detach() <= torch.quantile(ev, valid_range))
     n = valid.sum().clamp(min=1)
     c = conf.float()
     conf_term = ((c * e - alpha * torch.log(c)) * valid).sum() / n
     l1 = (e * valid).sum() / n
     grad = _grad_term(err, c, valid) if gradient > 0 else err.new_zeros(())
-    return {"conf": conf_term, "grad": grad, "l1": l1, "total": conf_term + gradient * grad}
+    return {"conf": conf_term, "grad": grad, "l1": l1, "total": conf_term + gradient * grad + reg * l1}
 
 
 def mask_loss(logits: torch.Tensor, gt: torch.Tensor, pos_weight: float) -> torch.Tensor:
@@ -155,12 +165,12 @@ def multitask_loss(out: Dict[str, Any], batch: Dict[str, torch.Tensor], cfg: Los
         loss = loss + cfg.camera * c["camera"]
     if cfg.depth > 0 and "depth" in out:
         d = conf_regression_loss(out["depth"], out["depth_conf"], batch["depth"][..., None], valid,
-                                 cfg.conf_alpha, cfg.gradient)
+                                 cfg.conf_alpha, cfg.gradient, cfg.reg, cfg.valid_range)
         terms.update({"depth": d["total"], "depth_l1": d["l1"], "depth_grad": d["grad"]})
         loss = loss + cfg.depth * d["total"]
     if cfg.point > 0 and "world_points" in out:
         p = conf_regression_loss(out["world_points"], out["world_points_conf"], batch["world_points"], valid,
-                                 cfg.conf_alpha, cfg.gradient)
+                                 cfg.conf_alpha, cfg.gradient, cfg.reg, cfg.valid_range)
         terms.update({"point": p["total"], "point_l1": p["l1"], "point_grad": p["grad"]})
         loss = loss + cfg.point * p["total"]
     if cfg.mask > 0 and "dynamic_mask_logits" in out:
