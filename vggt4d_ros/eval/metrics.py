@@ -101,6 +101,9 @@ def trajectory_metrics(ref_stamps_ns: np.ndarray, ref_poses: np.ndarray, est_sta
     """
     from evo.core import sync
 
+    if len(est_stamps_ns) < 3 or len(ref_stamps_ns) < 3:
+        raise ValueError(f"{len(est_stamps_ns)} estimated and {len(ref_stamps_ns)} ground-truth poses "
+                         f"(need 3 for alignment)")
     ref = _trajectory(np.asarray(ref_stamps_ns), np.asarray(ref_poses))
     est = _trajectory(np.asarray(est_stamps_ns), np.asarray(est_poses))
     try:

@@ -58,7 +58,7 @@ class OutputBag:
 
     def __init__(self, out_dir: Path, qos_depth: int = 10) -> None:
         self.out_dir = Path(out_dir)
-        self.bag_dir = self.out_dir / ".outputs_bag"
+        self.bag_dir = self.out_dir / "outputs.bag"
         if self.bag_dir.exists():
             shutil.rmtree(self.bag_dir)
         self.writer: BagWriter = open_writer(self.bag_dir, "mcap")

@@ -63,7 +63,7 @@ def _stop_duration(bag: Path, cams: CameraTopics, max_steps: Optional[int]) -> O
 
 def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_dir: Path, params_file: Path, *,
                     rate: float = 0.0, max_steps: Optional[int] = None, lock_step_timeout: float = 60.0,
-                    startup_timeout: float = 180.0, progress: Optional[Callable[[int], None]] = None,
+                    startup_timeout: float = 180.0, settle_timeout: float = 10.0, progress: Optional[Callable[[int], None]] = None,
                     log: Callable[[str], None] = lambda s: None) -> Tuple[RunStats, Path]:
     """Run the node on ``bag``; returns the run's stats and the path of ``out_dir/outputs.mcap``.
 
@@ -82,7 +82,7 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
     stats = RunStats(mode="through-ros", device=str(params["model.device"]))
     ns = NODE_NAMESPACE
     expected = output_topics(params, ns)
-    bag_dir = out_dir / ".outputs_bag"
+    bag_dir = out_dir / "outputs.bag"
     if bag_dir.exists():
         shutil.rmtree(bag_dir)
     node_log = out_dir / "node.log"
@@ -108,9 +108,13 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
     spinner = threading.Thread(target=spin, name="vggt4d-replay-spin", daemon=True)
     spinner.start()
     acked: set = set()
+    produced: set = set()  # stamps of the steps the node reported as output
 
     def on_status(msg) -> None:
-        acked.add(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        st = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        acked.add(st)
+        if msg.num_time_steps > 0:
+            produced.add(st)
         if progress is not None:
             progress(len(acked) * len(cams.names))
 
@@ -125,7 +129,7 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
     play = None
     t_start = time.monotonic()
     try:
-        rec = Recorder(node, list(expected), bag_dir, log=lambda s: None)
+        rec = Recorder(node, list(expected), bag_dir, log=log)
         inputs = list(cams.image.values()) + list(cams.info.values())
         deadline = time.monotonic() + startup_timeout
         while True:
@@ -134,7 +138,10 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
                                    f"{_tail(node_log)}")
             node_subs = all(any(i.node_name == NODE_NAME for i in node.get_subscriptions_info_by_topic(t))
                             for t in inputs)
-            rec_ready = set(expected) <= set(rec.subscribed) | {"/diagnostics"}
+            # The node publishes a topic only while it sees a subscriber: wait until every recorder
+            # subscription has matched the node's publisher (Recorder keeps them in ``_subs``).
+            subs = getattr(rec, "_subs", {})
+            rec_ready = set(expected) <= set(subs) and all(subs[t].get_publisher_count() >= 1 for t in expected)
             if node_subs and rec_ready:
                 break
             if time.monotonic() > deadline:
@@ -142,7 +149,7 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
                 raise RuntimeError(f"the node was not ready within {startup_timeout:g} s (inputs subscribed: "
                                    f"{node_subs}; outputs not seen: {', '.join(missing) or 'none'}): {_tail(node_log)}")
             time.sleep(0.1)
-        time.sleep(0.5)  # let the node's publishers match the recorder (it publishes only when subscribed)
+        time.sleep(1.0)  # matching is seen on both sides at slightly different times
         # Prime the node with each camera's first CameraInfo.
         info_cls = message_class("sensor_msgs/msg/CameraInfo")
         firsts: Dict[str, bytes] = {}
@@ -178,6 +185,23 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
             if proc.poll() is not None:
                 break
         stats.wall_s = time.monotonic() - t_start
+        # Reliable delivery repairs a lost sample only at the writer's next heartbeat (Fast DDS: every
+        # 3 s), so a sample can land well after the status that follows it: wait until every per-step
+        # topic holds one message per output step before stopping the node.
+        per_step = [t for t in expected if t not in (f"{ns}/status", "/diagnostics")]
+        t_end = time.monotonic() + settle_timeout
+        while not stats.interrupted and time.monotonic() < t_end and proc.poll() is None:
+            counts = rec.counts
+            short = [t for t in per_step if counts.get(t, 0) < len(produced)]
+            if not short:
+                break
+            time.sleep(0.1)
+        counts = rec.counts
+        short = {t: counts.get(t, 0) for t in per_step if counts.get(t, 0) < len(produced)}
+        if short:
+            stats.notes.append(f"after {settle_timeout:g} s, {len(short)} output topics hold fewer messages than "
+                               f"the {len(produced)} output steps: " + ", ".join(f"{t} ({n})" for t, n in short.items()))
+        log(f"settled in {time.monotonic() - t_end + settle_timeout:.2f} s")
     except KeyboardInterrupt:
         stats.interrupted = True
         stats.wall_s = time.monotonic() - t_start
