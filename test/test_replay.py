@@ -168,7 +168,7 @@ def test_plots_and_report(offline):
 
 def test_bag_without_ground_truth_skips_gt_metrics(data):
     seq = SynthSequence(SynthConfig(duration_s=0.4, **SYNTH))
-    write_synth_bag(seq, data["dir"] / "nogt_bag", ground_truth=False)
+    write_synth_bag(seq, data["dir"] / "nogt_bag", ground_truth=False, storage="sqlite3")  # sqlite3 reads too
     out = data["dir"] / "nogt"
     rc = main([str(data["dir"] / "nogt_bag"), "--config", str(data["cfg"]), "--out", str(out), "--quiet"])
     assert rc == 0
@@ -216,6 +216,15 @@ def test_config_topics_missing_from_bag_fall_back_to_discovery(data):
     assert cams.names == ["cam1"] and cams.info == {"cam1": "/cam1/camera_info"}
     with pytest.raises(ConfigError):
         resolve_cameras(load_params(data["cfg"]), topics, ["/nope/image_raw"])
+    # compressed-only cameras are found too, and raw is preferred when both exist
+    types = {"/a/image_raw/compressed": "sensor_msgs/msg/CompressedImage", "/a/camera_info": "sensor_msgs/msg/CameraInfo",
+             "/b/image_raw": "sensor_msgs/msg/Image", "/b/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+             "/b/camera_info": "sensor_msgs/msg/CameraInfo", "/depth/image": "sensor_msgs/msg/Image"}
+    params = load_params(data["cfg"])
+    cams = resolve_cameras(params, types)
+    assert cams.names == ["a", "b"] and cams.compressed == {"a": True, "b": False}
+    assert cams.image == {"a": "/a/image_raw/compressed", "b": "/b/image_raw"}
+    assert params["a.image_topic"] == "/a/image_raw" and params["a.compressed"] is True
 
 
 def test_help_is_true():

@@ -43,6 +43,17 @@ def _pick(stamps: Sequence[int], k: int) -> List[int]:
     return [s[int(round(i))] for i in np.linspace(0, len(s) - 1, k)]
 
 
+def _frame_ids(bag: Path, params: Mapping[str, Any], cams: Any) -> Dict[str, str]:
+    """Optical frame of each camera, as the node names it (parameter, else the first image's header)."""
+    out = {c: str(params.get(f"{c}.optical_frame") or "") for c in cams.names}
+    for c in cams.names:
+        if not out[c]:
+            for _t, _mt, _log, msg in read_messages(bag, [cams.image[c]], decode=True):
+                out[c] = msg.header.frame_id
+                break
+    return out
+
+
 def evaluate(bag: Path, outputs: Path, params: Mapping[str, Any], cams: Any, stats: Any,
              ns: str = NODE_NAMESPACE) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Compute every metric section; returns ``(metrics, plot_data)``.
@@ -72,8 +83,9 @@ def evaluate(bag: Path, outputs: Path, params: Mapping[str, Any], cams: Any, sta
     else:
         est_s, est_T, child = read_poses(outputs, odom_topic)
         ref_topic = gt.odom
-        cam_of_child = next((c for c in names if child and child in (params.get(f"{c}.optical_frame"),
-                                                                      f"{c}_optical_frame")), None)
+        # base_frame "" makes the odometry the pose of camera 0's optical frame: compare with that camera's
+        # ground-truth pose instead of the body's.
+        cam_of_child = next((c for c, f in _frame_ids(bag, params, cams).items() if child and f == child), None)
         if cam_of_child is not None and cam_of_child in gt.poses:
             ref_topic = gt.poses[cam_of_child]
         elif ref_topic is None:
