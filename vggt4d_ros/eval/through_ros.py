@@ -109,17 +109,33 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
     spinner.start()
     acked: set = set()
     produced: set = set()  # stamps of the steps the node reported as output
+    windows_done: set = set()
+    diag: Dict[str, tuple] = {}  # "last": (receive time, the node's tracking counters)
+
+    def on_diagnostics(msg) -> None:
+        for st in msg.status:
+            if st.name.endswith(": tracking"):
+                vals = {}
+                for kv in st.values:
+                    try:
+                        vals[kv.key] = int(float(kv.value))
+                    except ValueError:
+                        pass
+                diag["last"] = (time.monotonic(), vals)
 
     def on_status(msg) -> None:
         st = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         acked.add(st)
         if msg.num_time_steps > 0:
             produced.add(st)
+            windows_done.add(int(msg.window_index))
         if progress is not None:
             progress(len(acked) * len(cams.names))
 
     node.create_subscription(message_class("vggt4d_ros/msg/WindowStatus"), f"{ns}/status", on_status,
                              qos_profile(reliable=True, depth=100))
+    node.create_subscription(message_class("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", on_diagnostics,
+                             qos_profile(reliable=True, depth=10))
     logf = open(node_log, "wb")
     proc = subprocess.Popen(node_command(params_file), env=env, stdout=logf, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -175,15 +191,17 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
         stats.interrupted = play.interrupted
         # Outputs of the last step follow its status within milliseconds; at a fixed rate the node may
         # still be busy: wait until no status came for a while.
-        quiet = 1.0 if rate <= 0 else 5.0
-        last = len(acked)
-        t_last = time.monotonic()
-        while not stats.interrupted and time.monotonic() - t_last < quiet:
+        # At a fixed rate the node may still be busy: wait (at most lock_step_timeout) until its
+        # diagnostics, published after the last input arrived, show no window left to process.
+        t_played = time.monotonic()
+        t_end = t_played + (lock_step_timeout if rate > 0 else 0.0)
+        while not stats.interrupted and proc.poll() is None and time.monotonic() < t_end:
+            d = diag.get("last")
+            if d is not None and d[0] > t_played + 1.5:
+                pending = d[1].get("windows", 0) - d[1].get("windows_skipped", 0) - len(windows_done) - d[1].get("errors", 0)
+                if pending <= 0:
+                    break
             time.sleep(0.1)
-            if len(acked) != last:
-                last, t_last = len(acked), time.monotonic()
-            if proc.poll() is not None:
-                break
         stats.wall_s = time.monotonic() - t_start
         # Reliable delivery repairs a lost sample only at the writer's next heartbeat (Fast DDS: every
         # 3 s), so a sample can land well after the status that follows it: wait until every per-step
@@ -230,6 +248,12 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
             stats.notes.append(f"lock-step: {play.lock_step_timeouts} time steps were not acknowledged within "
                                f"{lock_step_timeout:g} s")
     _stats_from_outputs(outputs, stats, len(cams.names), ns)
+    if "last" in diag:  # the node's own counters: steps of skipped windows are never acknowledged
+        vals = diag["last"][1]
+        stats.steps_in = max(stats.steps_in, vals.get("steps_in", 0))
+        stats.frames_used = stats.steps_in * len(cams.names)
+        stats.frames_dropped = max(stats.frames_dropped, vals.get("frames_dropped", 0))
+        stats.windows_skipped = max(stats.windows_skipped, vals.get("windows_skipped", 0))
     return stats, outputs
 
 
