@@ -6,7 +6,6 @@ here from the decoded messages to check the stamp pairing behind metrics.json.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,8 +29,9 @@ from vggt4d_ros.tools.replay import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = dict(seed=3, num_cameras=2, width=160, height=96, rate_hz=10.0, texture_px=128, num_tracks=256)
-STEPS = 8  # time steps in the bag; window T=3, stride 2 -> windows end at steps 2, 4, 6 -> 7 steps out
-STEPS_OUT = 7
+STEPS = 8  # time steps in the bag; window T=3, stride 2 -> windows end at steps 2, 4, 6
+# Steps output: all 3 of the first window, then the new steps of each window while tracking holds (the
+# pipeline outputs only a window's newest step while tracking is lost, frequent with random weights).
 CHECKPOINT = "" if (EMBEDDED_DIR / "tiny.safetensors").is_file() else RANDOM_INIT
 
 
@@ -88,23 +88,29 @@ def test_outputs_bag_has_every_topic_with_input_stamps(data, offline):
     params = load_params(data["cfg"])
     assert set(out) == set(output_topics(params))
     inp = data["input"]
+    status = [m for _t, m in out["/vggt4d/status"]]
+    # every input step is acknowledged; the steps output are those whose status reports a window
+    assert {stamp(m.header) for m in status} == {stamp(m.header) for _t, m in inp["/cam0/image_raw"]}
+    produced = sorted(stamp(m.header) for m in status if m.num_time_steps > 0)
+    cam0_stamps = [stamp(m.header) for _t, m in inp["/cam0/image_raw"]]
+    assert len(cam0_stamps) == STEPS and len(set(produced)) == len(produced)
+    assert produced[:3] == cam0_stamps[:3] and set(produced) <= set(cam0_stamps[:7])
+    assert {cam0_stamps[4], cam0_stamps[6]} <= set(produced)  # each window's newest step, whatever the tracking
     for cam in ("cam0", "cam1"):
         in_stamps = [stamp(m.header) for _t, m in inp[f"/{cam}/image_raw"]]
         frame_id = inp[f"/{cam}/image_raw"][0][1].header.frame_id
-        assert len(in_stamps) == STEPS
+        assert in_stamps == cam0_stamps  # synthetic rig: cameras share stamps
         for topic in ("depth", "depth/camera_info", "dynamic_mask", "dynamic_mask/camera_info", "points", "keypoints"):
             msgs = [m for _t, m in out[f"/vggt4d/{cam}/{topic}"]]
-            assert sorted(stamp(m.header) for m in msgs) == in_stamps[:STEPS_OUT], topic
+            assert sorted(stamp(m.header) for m in msgs) == produced, topic
             assert {m.header.frame_id for m in msgs} == {frame_id}
         d = image(out[f"/vggt4d/{cam}/depth"][0][1])
         assert d.shape == (96, 160) and np.isfinite(d).mean() > 0.5
     odom = [m for _t, m in out["/vggt4d/odometry"]]
-    assert [stamp(m.header) for m in odom] == [stamp(m.header) for _t, m in inp["/cam0/image_raw"]][:STEPS_OUT]
+    assert [stamp(m.header) for m in odom] == produced
     assert odom[0].child_frame_id == "base_link" and odom[0].header.frame_id == "odom"
     assert all(np.any(np.asarray(m.pose.covariance) > 0) for m in odom)
-    status = [m for _t, m in out["/vggt4d/status"]]
-    assert sum(m.num_time_steps > 0 for m in status) == STEPS_OUT  # one per output step, plus buffering acks
-    assert {stamp(m.header) for m in status} == {stamp(m.header) for _t, m in inp["/cam0/image_raw"]}
+    assert [stamp(m.header) for _t, m in out["/vggt4d/points/fused"]] == produced
     # offline log time = header stamp (deterministic, on the input bag's time line)
     assert all(t == stamp(m.header) for t, m in out["/vggt4d/odometry"])
 
@@ -119,16 +125,17 @@ def test_metrics_json_has_every_key_and_matches_a_recomputation(data, offline):
                 "jitter_s"):
         assert key in rt, key
     assert set(rt["latency_s"]) >= {"min", "median", "p95", "max"}
-    assert (rt["frames_in"], rt["steps_in"], rt["steps_out"], rt["windows"]) == (2 * STEPS, STEPS, STEPS_OUT, 3)
+    n_out = len(read_mcap(offline / "outputs.mcap")["/vggt4d/odometry"])
+    assert (rt["frames_in"], rt["steps_in"], rt["steps_out"], rt["windows"]) == (2 * STEPS, STEPS, n_out, 3)
     assert 0 < rt["latency_s"]["min"] <= rt["latency_s"]["median"] <= rt["latency_s"]["max"]
     tr = m["trajectory"]
-    assert tr["available"] and tr["num_poses"] == STEPS_OUT and tr["reference"] == "/gt/odom"
+    assert tr["available"] and tr["num_poses"] == n_out and tr["reference"] == "/gt/odom"
     for align in ("sim3", "se3", "baseline_constant_pose"):
         assert set(tr[align]) >= {"ate_rmse", "rpe_trans_rmse", "rpe_rot_deg_rmse"}
         assert tr[align]["ate_rmse"] >= 0
     assert tr["sim3"]["ate_rmse"] <= tr["se3"]["ate_rmse"] + 1e-9  # Sim(3) has one more degree of freedom
     de = m["depth"]
-    assert de["available"] and de["frames"] == 2 * STEPS_OUT
+    assert de["available"] and de["frames"] == 2 * n_out
     for key in ("per_frame", "per_sequence", "raw", "baseline_constant_depth"):
         assert key in de
     dm = m["dynamic_mask"]
@@ -273,7 +280,8 @@ def test_through_ros_agrees_with_offline(data, offline):
     assert {t for t in ros if t != "/diagnostics"} == {t for t in off if t != "/diagnostics"}
     r_odom = {stamp(m.header): m.pose.pose for _t, m in ros["/vggt4d/odometry"]}
     o_odom = {stamp(m.header): m.pose.pose for _t, m in off["/vggt4d/odometry"]}
-    assert len(r_odom) == 5 and set(r_odom) <= set(o_odom)  # windows end at steps 2 and 4
+    step4 = stamp(data["input"]["/cam0/image_raw"][4][1].header)
+    assert set(r_odom) == {s for s in o_odom if s <= step4}  # 5 steps in: windows end at steps 2 and 4
     for s, p in r_odom.items():
         q = o_odom[s]
         a = [p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y, p.orientation.z]
@@ -282,9 +290,10 @@ def test_through_ros_agrees_with_offline(data, offline):
     for cam in ("cam0", "cam1"):
         o_depth = {stamp(m.header): image(m) for _t, m in off[f"/vggt4d/{cam}/depth"]}
         r_depth = [(stamp(m.header), image(m)) for _t, m in ros[f"/vggt4d/{cam}/depth"]]
-        assert len(r_depth) == 5
+        assert len(r_depth) == len(r_odom)
         for s, d in r_depth:
             np.testing.assert_allclose(d, o_depth[s], rtol=1e-4, atol=1e-5, equal_nan=True)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["run"]["mode"] == "through-ros" and m["runtime"]["windows"] == 2 and m["runtime"]["steps_out"] == 5
+    assert m["run"]["mode"] == "through-ros" and m["runtime"]["windows"] == 2
+    assert m["runtime"]["steps_out"] == len(r_odom) and m["runtime"]["steps_in"] == 5
     assert m["runtime"]["latency_s"]["count"] == 2

@@ -21,7 +21,7 @@ import numpy as np
 from vggt4d_ros.bag.io import BagWriter, bag_topics, make_qos, open_writer, read_messages
 
 from .config import CameraTopics
-from .node_messages import (ack_message, diagnostics_message, output_topics, serialize, status_messages,
+from .node_messages import (ack_message, diagnostics_message, serialize, status_messages,
                             step_messages)
 
 __all__ = ["RunStats", "OutputBag", "run_offline", "finalize_output", "pipeline_config"]
