@@ -101,7 +101,9 @@ def pipeline_config(params: Mapping[str, Any]):
         precision=str(params["model.precision"]), target_width=int(params["model.target_width"]),
         resize_mode=str(params["model.resize_mode"]), layout=str(params["model.layout"]) or None,
         num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
-        keypoints_max=int(params["keypoints.max_count"]))
+        keypoints_max=int(params["keypoints.max_count"]),
+        use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
+        mask_threshold=float(params["mask.threshold"]))
 
 
 def _valid_info(info) -> bool:
