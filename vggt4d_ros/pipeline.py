@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -182,6 +183,11 @@ class Pipeline:
         self._tracks = None
 
     # ------------------------------------------------------------------ state
+    @property
+    def started(self) -> bool:
+        """True once the first window fixed the odom frame."""
+        return self._chainer is not None
+
     def reset(self, reason: str = "") -> None:
         """Forget everything (lifecycle activate): the next window starts a new odom frame."""
         self._chainer = None
@@ -213,20 +219,26 @@ class Pipeline:
         with ``k`` or None)."""
         t_start = time.perf_counter()
         T_base_cam = dict(T_base_cam or {})
-        V, T = win.num_views, win.num_steps
-        cams = list(win.camera_names)
-        frames = list(win.frames)
+        T = win.num_steps
+        V_all = win.num_views
+        # Cameras without any frame in this window (stopped, rejected input) are left out of the model
+        # input; camera 0 is the trajectory reference and must be there.
+        keep = [v for v in range(V_all) if any(win.frames[t * V_all + v] is not None for t in range(T))]
+        if 0 not in keep:
+            raise ValueError(f"camera {win.camera_names[0]} (the trajectory reference) has no frame in this window")
+        cams = [win.camera_names[v] for v in keep]
+        V = len(cams)
+        frames = [win.frames[t * V_all + v] for t in range(T) for v in keep]
         present = [f is not None for f in frames]
         # A camera missing at some step: reuse its nearest frame in the window so the grid stays full;
         # the substitute is never output.
         for v in range(V):
             idx = [t * V + v for t in range(T) if frames[t * V + v] is not None]
-            if not idx:
-                raise ValueError(f"camera {cams[v]} has no frame in this window")
             for t in range(T):
                 s = t * V + v
                 if frames[s] is None:
                     frames[s] = frames[min(idx, key=lambda j: abs(j - s))]
+        sub = SimpleNamespace(num_views=V, num_steps=T, step_ids=win.step_ids, frames=frames, camera_names=cams)
         rgbs = [f["rgb"] for f in frames]
         intr = None
         if self.cfg.use_camera_info_intrinsics and all(f.get("info") is not None for f in frames):
@@ -239,37 +251,48 @@ class Pipeline:
             self._tracks = None
         self._reset_reason = None
 
-        queries = self._track_queries(win, ref)
+        queries = self._track_queries(sub, ref)
         t0 = time.perf_counter()
         pred = self.predictor.predict(rgbs, num_views=V, intrinsics=intr, query_points=queries, reference=ref,
                                       time_index=list(win.step_ids))
         inference_s = time.perf_counter() - t0
 
-        E = np.stack([f.cam_from_world for f in pred.frames])  # (S, 4, 4)
+        E = np.stack([f.cam_from_world for f in pred.frames]).reshape(T, V, 4, 4)
         metric = None
         if self.cfg.metric_scale == "auto" and V >= 2 and all(c in T_base_cam for c in cams):
             inv0 = np.linalg.inv(T_base_cam[cams[0]])
             rig = np.stack([inv0 @ T_base_cam[c] for c in cams])
-            m = metric_scale_from_rig(E, V, rig)
+            m = metric_scale_from_rig(E.reshape(-1, 4, 4), V, rig)
             metric = m if np.isfinite(m) and m > 0 else None
         if self._chainer is None:
             T_base_cam0 = T_base_cam.get(cams[0], _T_BODY_OPTICAL)
             self._T_base_cam0 = T_base_cam0
-            self._chainer = WindowChainer(V, T_odom_cam0=T_base_cam0)
-        pts, wts, dyn = self._chain_sample(pred)
-        chain = self._chainer.add_window(win.step_ids, E, points=pts, weights=wts, dynamic=dyn, metric_scale=metric)
+            # Chained on camera 0 (always present) so a camera that comes and goes never changes the
+            # chain's layout; the other cameras follow from the window's own relative poses.
+            self._chainer = WindowChainer(1, T_odom_cam0=T_base_cam0)
+        pts, wts, dyn = self._chain_sample(pred, V)
+        chain = self._chainer.add_window(win.step_ids, E[:, :1], points=pts, weights=wts, dynamic=dyn,
+                                         metric_scale=metric)
         scale = float(chain.scale)
+        # T_odom_camv = T_odom_cam0 @ T_cam0_camv, with the window's relative pose in odom units.
+        rel = E[:, :1] @ np.linalg.inv(E)  # (T, V, 4, 4) cam0 <- camv in window units
+        rel[..., :3, 3] *= scale
+        T_odom_cam_all = chain.T_odom_cam[:, :1] @ rel
 
         steps: List[StepOutput] = []
         new_t = [t for t in range(T) if self._last_step_id is None or win.step_ids[t] > self._last_step_id]
-        kp_by_frame = self._tracks.update(pred, win, ref, new_t, scale=scale) if self._tracks is not None else {}
+        if not chain.fit_ok and self._last_pose is not None:
+            # Lost, or re-attached after a reset: only the newest step is placed at a continuous pose; the
+            # window's older steps would follow its own (untrusted) motion, so they are not output.
+            new_t = new_t[-1:]
+        kp_by_frame = self._tracks.update(pred, sub, ref, new_t, scale=scale) if self._tracks is not None else {}
         inv_base0 = np.linalg.inv(self._T_base_cam0)
         for t in new_t:
             outs: Dict[str, CameraOutput] = {}
             poses: Dict[str, np.ndarray] = {}
             for v, c in enumerate(cams):
                 s = t * V + v
-                T_oc = chain.T_odom_cam[t, v]
+                T_oc = T_odom_cam_all[t, v]
                 poses[c] = T_oc
                 if not present[s]:
                     continue
@@ -308,13 +331,14 @@ class Pipeline:
             timing_ms=dict(pred.timing_ms))
 
     # ------------------------------------------------------------------ helpers
-    def _chain_sample(self, pred):
-        """A fixed pixel grid of world points, weights and dynamic flags per frame (same pixels every window)."""
+    def _chain_sample(self, pred, num_views: int):
+        """A fixed pixel grid of camera 0's world points, weights and dynamic flags per step (same pixels every
+        window), (T, P, 3), (T, P), (T, P)."""
         n = self.cfg.chain_points_grid
         if n <= 0:
             return None, None, None
         P, W, D = [], [], []
-        for fp in pred.frames:
+        for fp in pred.frames[::num_views]:
             h, w = fp.depth.shape
             ys = np.linspace(0, h - 1, n).round().astype(int)
             xs = np.linspace(0, w - 1, n).round().astype(int)

@@ -291,6 +291,8 @@ def build_node_class():
                 num_steps=int(self._p("window.num_steps")),
                 reference=str(self._p("window.reference")),
                 keypoints_max=int(self._p("keypoints.max_count")),
+                use_camera_info_intrinsics=bool(self._p("model.use_camera_info_intrinsics")),
+                mask_threshold=float(self._p("mask.threshold")),
             )
             return Pipeline(cfg)
 
@@ -454,6 +456,24 @@ def build_node_class():
                     out[c] = T
             return out
 
+        def _wait_extrinsics(self, frames: Dict[str, str]) -> Dict[str, np.ndarray]:
+            """Extrinsics for the window; before tracking starts, wait up to ``extrinsics_timeout_s`` for
+            /tf_static to provide every camera (the odom frame is fixed by the first window)."""
+            ext = self._resolve_extrinsics(frames)
+            if self._pipeline.started or not str(self._p("base_frame")):
+                return ext
+            deadline = time.monotonic() + float(self._p("extrinsics_timeout_s"))
+            while len(ext) < len(self._cameras) and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(0.05)
+                ext = self._resolve_extrinsics(frames)
+            missing = [c for c in self._cameras if c not in ext]
+            if missing:
+                self.get_logger().warning(
+                    f"no extrinsics base_frame '{self._p('base_frame')}' <- optical frame for {missing} after "
+                    f"{self._p('extrinsics_timeout_s')} s (from /tf_static or <camera>.extrinsics): assuming "
+                    "camera 0 at the body origin looking along x; scale stays up to the model's unit")
+            return ext
+
         def _chain_static(self, child: str, root: str) -> Optional[np.ndarray]:
             T = np.eye(4)
             cur = child
@@ -479,7 +499,11 @@ def build_node_class():
                     V = win.num_views
                     newest = win.frames[(win.num_steps - 1) * V:]
                     frames = {c: f["frame_id"] for c, f in zip(win.camera_names, newest) if f is not None}
-                    result = self._pipeline.process(win, self._resolve_extrinsics(frames))
+                    extrinsics = self._wait_extrinsics(frames)
+                    # live parameters
+                    self._pipeline.cfg.use_camera_info_intrinsics = bool(self._p("model.use_camera_info_intrinsics"))
+                    self._pipeline.cfg.mask_threshold = float(self._p("mask.threshold"))
+                    result = self._pipeline.process(win, extrinsics)
                 except Exception as exc:  # noqa: BLE001 - drop the window, say why, keep running
                     self._counters["errors"] += 1
                     if self._throttle.ready("infer-" + type(exc).__name__):

@@ -1,0 +1,201 @@
+"""Bad input reaches the node (in-process, real rclpy and DDS): a clear throttled warning, the node keeps
+running, the other cameras are not disturbed, and outputs stay finite."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vggt4d_ros.pipeline import RANDOM_INIT
+
+W, H = 112, 70
+
+
+class Harness:
+    def __init__(self, **overrides):
+        import rclpy
+        from nav_msgs.msg import Odometry
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from vggt4d_ros.msg import WindowStatus
+        from vggt4d_ros.ros.node import build_node_class
+
+        self.ctx = rclpy.context.Context()
+        rclpy.init(context=self.ctx)
+        params = {"autostart": False, "cameras": ["cam0", "cam1"], "model.checkpoint": RANDOM_INIT,
+                  "model.device": "cpu", "model.target_width": W, "window.num_steps": 2, "sync.min_cameras": 1,
+                  "keypoints.max_count": 0, "base_frame": "", "extrinsics_timeout_s": 0.0,
+                  "sync.tolerance_ms": 5.0, "diagnostics_period_s": 0.2}
+        params.update(overrides)
+        self.node = build_node_class()(context=self.ctx, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        self.node.trigger_configure()
+        self.node.trigger_activate()
+        self.test = rclpy.create_node("faults", context=self.ctx)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.img = {c: self.test.create_publisher(Image, f"/{c}/image_raw", qos) for c in ("cam0", "cam1")}
+        self.info = {c: self.test.create_publisher(CameraInfo, f"/{c}/camera_info", qos) for c in ("cam0", "cam1")}
+        self.odom, self.status, self.depth = [], [], {"cam0": [], "cam1": []}
+        self.test.create_subscription(Odometry, "/vggt4d/odometry", self.odom.append, 50)
+        self.test.create_subscription(WindowStatus, "/vggt4d/status", self.status.append, 50)
+        for c in ("cam0", "cam1"):
+            self.test.create_subscription(Image, f"/vggt4d/{c}/depth", self.depth[c].append, 50)
+        self.ex = MultiThreadedExecutor(num_threads=2, context=self.ctx)
+        self.ex.add_node(self.node)
+        self.ex.add_node(self.test)
+        self.thread = threading.Thread(target=self.ex.spin, daemon=True)
+        self.thread.start()
+        time.sleep(1.0)  # discovery
+        self.rng = np.random.default_rng(0)
+
+    def close(self):
+        self.node.trigger_deactivate()
+        self.ex.shutdown()
+        self.node.destroy_node()
+        self.test.destroy_node()
+        import rclpy
+
+        rclpy.shutdown(context=self.ctx)
+
+    def send(self, cam, t_ns, *, encoding="rgb8", width=W, height=H, info_wh=None, data=None, info=True):
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from vggt4d_ros.ros.conversions import ns_to_stamp
+
+        stamp = ns_to_stamp(t_ns)
+        w, h = width, height
+        if info:
+            iw, ih = info_wh or (w, h)
+            ci = CameraInfo(width=iw, height=ih)
+            ci.header.stamp, ci.header.frame_id = stamp, f"{cam}_optical_frame"
+            ci.k = [100.0, 0.0, iw / 2, 0.0, 100.0, ih / 2, 0.0, 0.0, 1.0]
+            self.info[cam].publish(ci)
+        bpp = {"rgb8": 3, "32FC1": 4, "mono8": 1}.get(encoding, 3)
+        msg = Image(width=w, height=h, encoding=encoding, step=w * bpp)
+        msg.header.stamp, msg.header.frame_id = stamp, f"{cam}_optical_frame"
+        if data is None:
+            data = self.rng.integers(0, 256, size=h * w * bpp, dtype=np.uint8).tobytes()
+        msg.data = data
+        self.img[cam].publish(msg)
+
+    def wait(self, pred, timeout=60.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return False
+
+
+@pytest.fixture
+def harness():
+    hs = []
+
+    def make(**kw):
+        h = Harness(**kw)
+        hs.append(h)
+        return h
+
+    yield make
+    for h in hs:
+        h.close()
+
+
+T0 = 1_700_000_000_000_000_000
+DT = 100_000_000
+
+
+def _pos(o):
+    p = o.pose.pose.position
+    return np.array([p.x, p.y, p.z])
+
+
+def _drive(h, steps, start=0, **cam1_kw):
+    for i in range(start, start + steps):
+        t = T0 + i * DT
+        h.send("cam0", t)
+        h.send("cam1", t, **cam1_kw)
+        n = len(h.status)
+        # Pace by the node's acks; a step can legitimately wait for a late camera (synchroniser slack).
+        h.wait(lambda: len(h.status) > n, 5)
+
+
+def test_unsupported_encoding_rejected_other_camera_continues(harness):
+    h = harness()
+    _drive(h, 8, encoding="32FC1")
+    assert h.wait(lambda: len(h.odom) >= 3)
+    assert h.node._rejected.get("cam1", 0) >= 8 and h.node._rejected.get("cam0", 0) == 0
+    assert len(h.depth["cam1"]) == 0 and len(h.depth["cam0"]) >= 3
+    assert all(np.isfinite(_pos(o)).all() for o in h.odom)
+
+
+def test_data_inconsistent_with_size_and_camera_info_mismatch(harness):
+    h = harness()
+    _drive(h, 4, data=b"\x00" * 17)  # data length does not match height * step
+    _drive(h, 4, start=4, info_wh=(640, 480))  # image 112x70, CameraInfo 640x480
+    assert h.wait(lambda: len(h.depth["cam0"]) >= 3)
+    assert h.node._rejected.get("cam1", 0) >= 6 and len(h.depth["cam1"]) == 0
+
+
+def test_missing_camera_info_waits_and_keeps_others(harness):
+    h = harness()
+    _drive(h, 6, info=False)
+    assert h.wait(lambda: len(h.depth["cam0"]) >= 2)
+    assert len(h.depth["cam1"]) == 0
+
+
+def test_stamps_backwards_reset_without_odometry_jump(harness):
+    h = harness()
+    _drive(h, 5)
+    assert h.wait(lambda: len(h.odom) >= 4)
+    before = _pos(h.odom[-1])
+    n = len(h.odom)
+    _drive(h, 4, start=-20)  # a bag loop: stamps 2 s earlier
+    assert h.wait(lambda: len(h.odom) >= n + 2)
+    assert h.node._counters["resets"] >= 1
+    after = [_pos(o) for o in h.odom[n:]]
+    assert all(np.isfinite(p).all() for p in after)
+    steps = np.linalg.norm(np.diff(np.array([before] + after), axis=0), axis=1)
+    assert steps.max() < 1.0, steps  # attached at the last pose: no jump to a new origin
+
+
+def test_cameras_with_different_sizes(harness):
+    h = harness()
+    _drive(h, 4, width=160, height=90)
+    assert h.wait(lambda: len(h.depth["cam1"]) >= 2 and len(h.depth["cam0"]) >= 2)
+    assert (h.depth["cam0"][-1].width, h.depth["cam0"][-1].height) == (W, H)
+    assert (h.depth["cam1"][-1].width, h.depth["cam1"][-1].height) == (160, 90)
+
+
+def test_constant_images_give_finite_outputs(harness):
+    h = harness()
+    for i in range(4):
+        t = T0 + i * DT
+        for c in ("cam0", "cam1"):
+            h.send(c, t, data=b"\x00" * (W * H * 3))
+        n = len(h.status)
+        h.wait(lambda: len(h.status) > n, 5)
+    assert h.wait(lambda: len(h.odom) >= 2)
+    for o in h.odom:
+        assert np.isfinite(_pos(o)).all()
+    for m in h.depth["cam0"]:
+        d = np.frombuffer(bytes(m.data), "<f4")
+        assert not np.isinf(d).any() and (d[np.isfinite(d)] > 0).all()
+
+
+def test_bad_parameter_at_run_time_is_rejected_and_old_value_kept(harness):
+    from rclpy.parameter import Parameter
+
+    h = harness()
+    res = h.node.set_parameters([Parameter("mask.threshold", value=1.5)])
+    assert not res[0].successful and "mask.threshold" in res[0].reason
+    assert h.node.get_parameter("mask.threshold").value == 0.5
+    res = h.node.set_parameters([Parameter("odom.pose_covariance", value=[0.0] * 6)])
+    assert not res[0].successful
+    res = h.node.set_parameters([Parameter("mask.threshold", value=0.7)])
+    assert res[0].successful and h.node.get_parameter("mask.threshold").value == 0.7
+    res = h.node.set_parameters([Parameter("window.num_steps", value=8)])  # static while running
+    assert not res[0].successful
