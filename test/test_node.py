@@ -60,20 +60,22 @@ def run(tmp_path_factory):
     node_log = open(tmp / "node.log", "w")
     node = subprocess.Popen(
         [str(BIN / "vggt4d-node"), "--ros-args", "--params-file", str(ROOT / "config/tiny.yaml"),
-         "-p", f"model.checkpoint:={CHECKPOINT}", "-p", f"window.num_steps:={T}", "-p", "publish.confidence:=true",
+         *(["-p", f"model.checkpoint:={CHECKPOINT}"] if CHECKPOINT else []),
+         "-p", f"window.num_steps:={T}", "-p", "publish.confidence:=true",
          "-p", "keypoints.max_count:=16", "-p", "cloud.drop_dynamic:=false"],
         env=env, stdout=node_log, stderr=subprocess.STDOUT)
     out_bag = tmp / "out"
-    # The recorder stops by itself once nothing arrived for 5 s after the node has exited, so messages
+    # The recorder stops by itself once nothing arrived for 15 s after the node has exited, so messages
     # still queued in DDS when the player finishes are recorded too.
     topics = ["/tf", "/diagnostics", "/vggt4d/odometry", "/vggt4d/status", "/vggt4d/points/fused"] + [
         f"/vggt4d/{c}/{k}" for c in CAMS for k in ("depth", "depth/camera_info", "depth/confidence", "dynamic_mask",
                                                     "dynamic_mask/camera_info", "points", "keypoints")]
-    rec = subprocess.Popen([str(BIN / "vggt4d-bag"), "record", "-o", str(out_bag), "--until-topic-idle", "5",
+    rec = subprocess.Popen([str(BIN / "vggt4d-bag"), "record", "-o", str(out_bag), "--until-topic-idle", "15",
                             "--reliable", *topics],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(4.0)  # node configured (model built) and recorder subscribed
+        assert node.poll() is None, (tmp / "node.log").read_text()[-3000:]
         play = subprocess.run(
             [str(BIN / "vggt4d-bag"), "play", str(bag), "--lock-step", "--lock-step-type",
              "vggt4d_ros/msg/WindowStatus", "--lock-step-timeout", "90", "--wait-subscribers",

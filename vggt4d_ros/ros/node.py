@@ -651,7 +651,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         pass
     finally:
         try:
-            node.flush_outputs(timeout_s=2.0)
+            node.flush_outputs(timeout_s=5.0)
             node._teardown_runtime()
             if node._pipeline is not None:
                 node._pipeline.close()
