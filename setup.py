@@ -19,6 +19,7 @@ setup(
             "vggt4d-synth = vggt4d_ros.tools.synth_cli:main",
             "vggt4d-bag = vggt4d_ros.bag.cli:main",
             "vggt4d-replay = vggt4d_ros.tools.replay:main",
+            "vggt4d-train = vggt4d_ros.tools.train:main",
         ]
     },
 )

@@ -78,3 +78,17 @@ def test_core_imports_without_rclpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_readme_starts_with_the_two_commands_and_documents_every_parameter():
+    from vggt4d_ros.ros.params import CAMERA_PARAMS, NODE_PARAMS
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    cmds = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert cmds == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+    assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+    for p in NODE_PARAMS:
+        assert f"`{p.name}`" in text, f"README does not document parameter {p.name}"
+    for p in CAMERA_PARAMS:
+        assert f"`<camera>.{p.name}`" in text, f"README does not document parameter <camera>.{p.name}"
