@@ -64,6 +64,7 @@ def make_session(path: Union[str, os.PathLike], providers: Sequence[Union[str, t
                            f"{ort.__version__} (available: {ort.get_available_providers()})")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # errors only (fp16 graphs on CPU log a warning per unfoldable node)
     if intra_op_threads:
         opts.intra_op_num_threads = int(intra_op_threads)
     return ort.InferenceSession(str(path), sess_options=opts, providers=use)
