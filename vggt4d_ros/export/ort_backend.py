@@ -79,7 +79,7 @@ class OrtBackend(nn.Module):
         intra_op_threads: onnxruntime CPU threads (0 = its default).
 
     Attributes:
-        session, providers (in use), info (sidecar dict or inferred), output_names, height, width,
+        session, providers (in use), info (sidecar dict or inferred), output_names, height, width, model_hw,
         num_frames (None when dynamic), num_views, reference_index, layout.
     """
 
@@ -112,6 +112,11 @@ class OrtBackend(nn.Module):
         self.num_views = info.get("num_views")
         self.reference_index = int(info.get("reference_index", 0))
         self.layout = info.get("layout")
+
+    @property
+    def model_hw(self) -> tuple:
+        """``(height, width)`` of the model grid the graph takes (pass to ``preprocess_frames(model_hw=...)``)."""
+        return (self.height, self.width)
 
     def extra_repr(self) -> str:
         return (f"path={str(self.path)!r}, providers={self.providers}, size={self.height}x{self.width}, "
