@@ -74,8 +74,12 @@ def run(tmp_path_factory):
                             "--reliable", *topics],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(4.0)  # node configured (model built) and recorder subscribed
-        assert node.poll() is None, (tmp / "node.log").read_text()[-3000:]
+        deadline = time.monotonic() + 120
+        while "activated" not in (tmp / "node.log").read_text() and time.monotonic() < deadline:
+            assert node.poll() is None, (tmp / "node.log").read_text()[-3000:]
+            time.sleep(0.2)
+        assert "activated" in (tmp / "node.log").read_text(), (tmp / "node.log").read_text()[-3000:]
+        time.sleep(2.0)  # recorder subscribed
         play = subprocess.run(
             [str(BIN / "vggt4d-bag"), "play", str(bag), "--lock-step", "--lock-step-type",
              "vggt4d_ros/msg/WindowStatus", "--lock-step-timeout", "90", "--wait-subscribers",

@@ -135,9 +135,12 @@ def test_unsupported_encoding_rejected_other_camera_continues(harness):
 def test_data_inconsistent_with_size_and_camera_info_mismatch(harness):
     h = harness()
     _drive(h, 4, data=b"\x00" * 17)  # data length does not match height * step
-    _drive(h, 4, start=4, info_wh=(640, 480))  # image 112x70, CameraInfo 640x480
+    # CameraInfo says 640x480, images are 112x70 (the info goes first: topics are not ordered between them).
+    h.send("cam1", T0 + 3 * DT + DT // 2, info_wh=(640, 480), data=b"")
+    time.sleep(0.5)
+    _drive(h, 4, start=4, info_wh=(640, 480))
     assert h.wait(lambda: len(h.depth["cam0"]) >= 3)
-    assert h.node._rejected.get("cam1", 0) >= 6 and len(h.depth["cam1"]) == 0
+    assert h.node._rejected.get("cam1", 0) >= 8 and len(h.depth["cam1"]) == 0
 
 
 def test_missing_camera_info_waits_and_keeps_others(harness):

@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from vggt4d_ros.window.chain import TrackingState, WindowChainer, metric_scale_from_rig
+from vggt4d_ros.window.chain import WindowChainer, metric_scale_from_rig
 
-__all__ = ["PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
+__all__ = ["pipeline_config_from_params", "PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
 
 # Optical (x right, y down, z forward) -> body (x forward, y left, z up); REP 103.
 _T_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0, 0, 0, 1.0]])
@@ -132,6 +132,19 @@ def resolve_checkpoint(model_config: str, checkpoint: Optional[str]) -> Optional
     raise FileNotFoundError(
         f"model {model_config!r} ships no embedded weights: set model.checkpoint to a .safetensors/.pt file "
         f"(or {RANDOM_INIT!r} for random weights)")
+
+
+def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
+    """The :class:`PipelineConfig` for node parameters (dotted names, as declared in ros/params.py)."""
+    return PipelineConfig(
+        cameras=list(params["cameras"]), model_config=str(params["model.config"]),
+        checkpoint=str(params["model.checkpoint"]) or None, device=str(params["model.device"]),
+        precision=str(params["model.precision"]), target_width=int(params["model.target_width"]),
+        resize_mode=str(params["model.resize_mode"]), layout=str(params["model.layout"]) or None,
+        num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
+        keypoints_max=int(params["keypoints.max_count"]),
+        use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
+        mask_threshold=float(params["mask.threshold"]))
 
 
 def _resolve_device(device: str) -> str:

@@ -93,17 +93,9 @@ def finalize_output(bag_dir: Path, target: Path) -> Path:
 
 def pipeline_config(params: Mapping[str, Any]):
     """The :class:`~vggt4d_ros.pipeline.PipelineConfig` the node builds from these parameters."""
-    from vggt4d_ros.pipeline import PipelineConfig
+    from vggt4d_ros.pipeline import pipeline_config_from_params
 
-    return PipelineConfig(
-        cameras=list(params["cameras"]), model_config=str(params["model.config"]),
-        checkpoint=str(params["model.checkpoint"]) or None, device=str(params["model.device"]),
-        precision=str(params["model.precision"]), target_width=int(params["model.target_width"]),
-        resize_mode=str(params["model.resize_mode"]), layout=str(params["model.layout"]) or None,
-        num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
-        keypoints_max=int(params["keypoints.max_count"]),
-        use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
-        mask_threshold=float(params["mask.threshold"]))
+    return pipeline_config_from_params(dict(params))
 
 
 def _valid_info(info) -> bool:
@@ -112,41 +104,12 @@ def _valid_info(info) -> bool:
                 and 0 < K[1, 1] <= 1e6)
 
 
-def _static_chain(static_tf: Mapping[str, tuple], child: str, root: str) -> Optional[np.ndarray]:
-    T = np.eye(4)
-    cur = child
-    for _ in range(64):
-        if cur == root:
-            return T
-        link = static_tf.get(cur)
-        if link is None:
-            return None
-        parent, T_pc = link
-        T = T_pc @ T
-        cur = parent
-    return None
-
-
 def _extrinsics(params: Mapping[str, Any], static_tf: Mapping[str, tuple], frames: Mapping[str, str]
                 ) -> Dict[str, np.ndarray]:
-    """base_frame <- optical frame per camera: ``<cam>.extrinsics`` or the /tf_static chain (node's rule)."""
-    from vggt4d_ros.ros.transforms import matrix_from_quaternion
+    """base_frame <- optical frame per camera (the node's rule, :func:`vggt4d_ros.extrinsics.resolve_extrinsics`)."""
+    from vggt4d_ros.extrinsics import resolve_extrinsics
 
-    base = str(params["base_frame"])
-    out: Dict[str, np.ndarray] = {}
-    for c in params["cameras"]:
-        ext = list(params.get(f"{c}.extrinsics") or [])
-        if len(ext) == 7:
-            T = np.eye(4)
-            T[:3, :3] = matrix_from_quaternion(ext[3:])
-            T[:3, 3] = ext[:3]
-            out[c] = T
-            continue
-        frame = frames.get(c, "")
-        T = _static_chain(static_tf, frame, base) if base and frame else None
-        if T is not None:
-            out[c] = T
-    return out
+    return resolve_extrinsics(params, static_tf, frames)
 
 
 def run_offline(bag: Path, params: Dict[str, Any], cams: CameraTopics, out: OutputBag, *,

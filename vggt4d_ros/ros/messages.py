@@ -1,12 +1,14 @@
-"""Pipeline outputs (numpy) -> the node's messages, published lazily.
+"""The node's output messages, built from pipeline outputs (numpy) - one builder for the node and the
+offline replay (:mod:`vggt4d_ros.eval.offline`), so both put the same bytes on the wire.
 
 Every message carries the acquisition stamp of the image it describes (the input header's stamp object,
-passed through untouched). A message is built only when its publisher has a subscriber and its
-``publish.*`` switch is on.
+passed through untouched). The node asks ``want(topic)`` before each message, answering with its
+publishers' subscriber counts, so a message nobody listens to is never built. Topic names are
+``<ns>/<suffix>`` (the node uses ``ns="~"``, the replay ``/vggt4d``) or absolute (``/tf``, ``/diagnostics``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from geometry_msgs.msg import Point
@@ -16,11 +18,12 @@ from vggt4d_ros.ros import conversions as conv
 from vggt4d_ros.ros.pointcloud import points_to_cloud
 from vggt4d_ros.ros.transforms import odometry_msg, tf_message, transform_stamped
 
-__all__ = ["publish_step", "keypoints_msg"]
+__all__ = ["NODE_NAMESPACE", "output_topics", "step_messages", "status_messages", "ack_message",
+           "diagnostics_message", "keypoints_msg"]
 
+NODE_NAMESPACE = "/vggt4d"
 
-def _has_sub(pub: Any) -> bool:
-    return pub is not None and pub.get_subscription_count() > 0
+Out = Tuple[str, str, Any]  # (topic, msgtype, rclpy message)
 
 
 def keypoints_msg(header: Header, camera_index: int, width: int, height: int, kp: Any):
@@ -40,61 +43,175 @@ def keypoints_msg(header: Header, camera_index: int, width: int, height: int, kp
     return msg
 
 
-def publish_step(node: Any, step: Any, result: Any, odom_frame: str, base_frame: str) -> None:
-    """Publish every output of one time step through ``node``'s publishers."""
-    p = node.get_parameter
-    pubs = node._pubs
-    child = base_frame or step.cameras[node._cameras[0]].frame_id
-    # Pose: TF and odometry.
-    if p("publish_odom_tf").value:
+def output_topics(params: Mapping[str, Any], ns: str = NODE_NAMESPACE) -> Dict[str, str]:
+    """``{topic: msgtype}`` of everything the node publishes with these parameters."""
+    t = {f"{ns}/odometry": "nav_msgs/msg/Odometry", f"{ns}/status": "vggt4d_ros/msg/WindowStatus",
+         "/tf": "tf2_msgs/msg/TFMessage", "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray"}
+    if params["publish.fused_cloud"]:
+        t[f"{ns}/points/fused"] = "sensor_msgs/msg/PointCloud2"
+    for c in params["cameras"]:
+        if params["publish.depth"]:
+            t[f"{ns}/{c}/depth"] = "sensor_msgs/msg/Image"
+            t[f"{ns}/{c}/depth/camera_info"] = "sensor_msgs/msg/CameraInfo"
+        if params["publish.confidence"]:
+            t[f"{ns}/{c}/depth/confidence"] = "sensor_msgs/msg/Image"
+        if params["publish.dynamic_mask"]:
+            t[f"{ns}/{c}/dynamic_mask"] = "sensor_msgs/msg/Image"
+            t[f"{ns}/{c}/dynamic_mask/camera_info"] = "sensor_msgs/msg/CameraInfo"
+        if params["publish.camera_clouds"]:
+            t[f"{ns}/{c}/points"] = "sensor_msgs/msg/PointCloud2"
+        if params["publish.keypoints"]:
+            t[f"{ns}/{c}/keypoints"] = "vggt4d_ros/msg/TrackedKeypoints"
+    if not params["publish_odom_tf"]:
+        t.pop("/tf")
+    return t
+
+
+def step_messages(params: Mapping[str, Any], step: Any, ns: str = NODE_NAMESPACE,
+                  want: Callable[[str], bool] = lambda topic: True) -> List[Out]:
+    """Messages of one :class:`~vggt4d_ros.pipeline.StepOutput`, in the node's publishing order.
+
+    ``want(topic)`` is asked before building a message (the node answers with its subscriber counts:
+    a message nobody listens to is never built); /tf is always built when ``publish_odom_tf``.
+    """
+    cams: Sequence[str] = params["cameras"]
+    odom_frame = str(params["odom_frame"])
+    child = str(params["base_frame"]) or step.cameras[cams[0]].frame_id
+    out: List[Out] = []
+    if params["publish_odom_tf"]:
         tfs = [transform_stamped(odom_frame, child, step.stamp, step.T_odom_base)]
-        if p("publish_map_tf").value:
-            tfs.append(transform_stamped(str(p("map_frame").value), odom_frame, step.stamp, np.eye(4)))
-        pubs["tf"].publish(tf_message(tfs))
-    if _has_sub(pubs["odom"]):
-        pubs["odom"].publish(odometry_msg(
+        if params["publish_map_tf"]:
+            tfs.append(transform_stamped(str(params["map_frame"]), odom_frame, step.stamp, np.eye(4)))
+        out.append(("/tf", "tf2_msgs/msg/TFMessage", tf_message(tfs)))
+    if want(f"{ns}/odometry"):
+        out.append((f"{ns}/odometry", "nav_msgs/msg/Odometry", odometry_msg(
             step.stamp, odom_frame, child, step.T_odom_base, twist=step.twist,
-            pose_cov=list(p("odom.pose_covariance").value), twist_cov=list(p("odom.twist_covariance").value)
-            if step.twist is not None else None))
-    thr = float(p("mask.threshold").value)
+            pose_cov=list(params["odom.pose_covariance"]),
+            twist_cov=list(params["odom.twist_covariance"]) if step.twist is not None else None)))
+    thr = float(params["mask.threshold"])
+    min_conf = float(params["cloud.min_confidence"])
     fused_pts, fused_rgb = [], []
-    want_fused = p("publish.fused_cloud").value and _has_sub(pubs["fused"])
-    min_conf = float(p("cloud.min_confidence").value)
-    for ci, cam in enumerate(node._cameras):
-        out = step.cameras.get(cam)
-        if out is None:
+    want_fused = bool(params["publish.fused_cloud"]) and want(f"{ns}/points/fused")
+    for ci, cam in enumerate(cams):
+        o = step.cameras.get(cam)
+        if o is None:
             continue
-        cp = node._cam_pubs[cam]
-        header = Header(stamp=out.stamp, frame_id=out.frame_id)
-        h, w = out.depth.shape
-        if p("publish.depth").value and (_has_sub(cp["depth"]) or _has_sub(cp["depth_info"])):
-            enc = str(p("depth.encoding").value)
-            cp["depth"].publish(conv.depth_to_msg(out.depth, header, encoding=enc))
-            cp["depth_info"].publish(conv.camera_info_msg(out.K, w, h, header))
-        if p("publish.confidence").value and _has_sub(cp["conf"]):
-            cp["conf"].publish(conv.confidence_to_msg(out.confidence, header))
-        if p("publish.dynamic_mask").value and (_has_sub(cp["mask"]) or _has_sub(cp["mask_info"])):
-            cp["mask"].publish(conv.mask_to_msg(out.dynamic, header, threshold=thr))
-            cp["mask_info"].publish(conv.camera_info_msg(out.K, w, h, header))
-        valid = np.isfinite(out.depth)
+        header = Header(stamp=o.stamp, frame_id=o.frame_id)
+        h, w = o.depth.shape
+        p = f"{ns}/{cam}"
+        if params["publish.depth"] and (want(f"{p}/depth") or want(f"{p}/depth/camera_info")):
+            out.append((f"{p}/depth", "sensor_msgs/msg/Image",
+                        conv.depth_to_msg(o.depth, header, encoding=str(params["depth.encoding"]))))
+            out.append((f"{p}/depth/camera_info", "sensor_msgs/msg/CameraInfo", conv.camera_info_msg(o.K, w, h, header)))
+        if params["publish.confidence"] and want(f"{p}/depth/confidence"):
+            out.append((f"{p}/depth/confidence", "sensor_msgs/msg/Image", conv.confidence_to_msg(o.confidence, header)))
+        if params["publish.dynamic_mask"] and (want(f"{p}/dynamic_mask") or want(f"{p}/dynamic_mask/camera_info")):
+            out.append((f"{p}/dynamic_mask", "sensor_msgs/msg/Image", conv.mask_to_msg(o.dynamic, header, threshold=thr)))
+            out.append((f"{p}/dynamic_mask/camera_info", "sensor_msgs/msg/CameraInfo",
+                        conv.camera_info_msg(o.K, w, h, header)))
+        valid = np.isfinite(o.depth)
         if min_conf > 0:
-            valid &= out.confidence >= min_conf
-        if p("publish.camera_clouds").value and _has_sub(cp["points"]):
-            cp["points"].publish(points_to_cloud(out.points_cam, header, colors=out.rgb, valid=valid,
-                                                 organized=True))
+            valid &= o.confidence >= min_conf
+        if params["publish.camera_clouds"] and want(f"{p}/points"):
+            out.append((f"{p}/points", "sensor_msgs/msg/PointCloud2",
+                        points_to_cloud(o.points_cam, header, colors=o.rgb, valid=valid, organized=True)))
         if want_fused:
-            d = int(p("cloud.decimation").value)
+            d = int(params["cloud.decimation"])
             sel = valid.copy()
-            if p("cloud.drop_dynamic").value:
-                sel &= out.dynamic < thr
+            if params["cloud.drop_dynamic"]:
+                sel &= o.dynamic < thr
             sel = sel[::d, ::d]
-            pts = out.points_cam[::d, ::d][sel].astype(np.float64)
+            pts = o.points_cam[::d, ::d][sel].astype(np.float64)
             T = step.T_odom_cam[cam]
             fused_pts.append((pts @ T[:3, :3].T + T[:3, 3]).astype(np.float32))
-            fused_rgb.append(out.rgb[::d, ::d][sel])
-        if p("publish.keypoints").value and out.keypoints is not None and _has_sub(cp["keypoints"]):
-            cp["keypoints"].publish(keypoints_msg(header, ci, w, h, out.keypoints))
+            fused_rgb.append(o.rgb[::d, ::d][sel])
+        if params["publish.keypoints"] and o.keypoints is not None and want(f"{p}/keypoints"):
+            out.append((f"{p}/keypoints", "vggt4d_ros/msg/TrackedKeypoints", keypoints_msg(header, ci, w, h, o.keypoints)))
     if want_fused and fused_pts:
         header = Header(stamp=step.stamp, frame_id=odom_frame)
-        pubs["fused"].publish(points_to_cloud(np.concatenate(fused_pts), header, colors=np.concatenate(fused_rgb),
-                                              organized=False))
+        out.append((f"{ns}/points/fused", "sensor_msgs/msg/PointCloud2",
+                    points_to_cloud(np.concatenate(fused_pts), header, colors=np.concatenate(fused_rgb), organized=False)))
+    return out
+
+
+def status_messages(params: Mapping[str, Any], result: Any, latency_s: float, frames_dropped: int,
+                    windows_skipped: int, ns: str = NODE_NAMESPACE) -> List[Out]:
+    """One WindowStatus per output step of ``result``, as the node's ``_publish_result``."""
+    from vggt4d_ros.msg import WindowStatus
+
+    out: List[Out] = []
+    for step in result.steps:
+        st = WindowStatus()
+        st.header.stamp = step.stamp
+        st.header.frame_id = str(params["odom_frame"])
+        st.tracking_state = int(result.tracking_state)
+        st.window_index = int(result.window_index)
+        st.num_views = int(result.num_views)
+        st.num_time_steps = int(result.num_steps)
+        st.window_start = result.window_start
+        st.window_end = result.window_end
+        st.latency = float(latency_s)
+        st.inference_time = float(result.inference_s)
+        st.scale = float(result.scale)
+        st.scale_is_metric = bool(result.scale_is_metric)
+        st.chain_inlier_ratio = float(result.chain_inlier_ratio)
+        st.frames_dropped = int(frames_dropped)
+        st.windows_skipped = int(windows_skipped)
+        st.message = result.message
+        out.append((f"{ns}/status", "vggt4d_ros/msg/WindowStatus", st))
+    return out
+
+
+def ack_message(params: Mapping[str, Any], stamp: Any, num_views: int, tracking_state: int, window_index: int,
+                frames_dropped: int, windows_skipped: int, message: str, ns: str = NODE_NAMESPACE) -> Out:
+    """The node's status for a time step consumed without an inference (``_publish_ack_stamp``)."""
+    from vggt4d_ros.msg import WindowStatus
+
+    st = WindowStatus()
+    st.header.stamp = stamp
+    st.header.frame_id = str(params["odom_frame"])
+    st.tracking_state = int(tracking_state)
+    st.window_index = int(window_index)
+    st.num_views = int(num_views)
+    st.num_time_steps = 0
+    st.frames_dropped = int(frames_dropped)
+    st.windows_skipped = int(windows_skipped)
+    st.scale = 1.0
+    st.latency = float("nan")
+    st.inference_time = float("nan")
+    st.message = message or "buffering"
+    return (f"{ns}/status", "vggt4d_ros/msg/WindowStatus", st)
+
+
+def diagnostics_message(stamp: Any, cameras: Sequence[str], sync_diag: Mapping[str, Mapping[str, Any]],
+                        rejected: Mapping[str, int], counters: Mapping[str, Any], tracking_state: int,
+                        state_message: str, latencies: Sequence[float], ns: str = NODE_NAMESPACE,
+                        name: str = "", live: bool = False) -> Out:
+    """A DiagnosticArray with the node's statuses (per camera, tracking).
+
+    ``stamp``: Time or int ns (the node's clock; bag time offline). ``live``: a camera can be stale (no
+    images for a while); offline, in bag time, it never is.
+    """
+    from vggt4d_ros.ros import diagnostics as diag
+
+    name = name or ns
+    statuses = []
+    for c in cameras:
+        d = dict(sync_diag.get(c, {}))
+        if not live:
+            d["stale"] = False
+        stale = bool(d.get("stale", False))
+        r = int(rejected.get(c, 0))
+        statuses.append({"name": f"{name}: camera {c}", "level": "WARN" if (r or stale) else "OK",
+                         "message": "stale: no images" if stale else (f"{r} messages rejected" if r else "ok"),
+                         "values": dict(d, rejected=r)})
+    lat = sorted(latencies)
+    names = {0: "initializing", 1: "ok", 2: "lost", 3: "recovered"}
+    statuses.append({"name": f"{name}: tracking", "level": "WARN" if tracking_state == 2 else "OK",
+                     "message": names.get(tracking_state, "?") + (f" ({state_message})" if state_message else ""),
+                     "values": dict(counters, latency_median_s=lat[len(lat) // 2] if lat else float("nan"),
+                                    latency_max_s=lat[-1] if lat else float("nan"))})
+    return ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", diag.diagnostic_array(
+        stamp if not isinstance(stamp, (int, np.integer)) else int(stamp), statuses))
+
+

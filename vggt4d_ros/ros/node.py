@@ -64,16 +64,15 @@ def build_node_class():
     from rclpy.exceptions import ParameterUninitializedException
     from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
     from rclpy.parameter import Parameter
-    from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                           qos_profile_sensor_data)
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.qos_overriding_options import QoSOverridingOptions
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
     from tf2_msgs.msg import TFMessage
 
     from vggt4d_ros.msg import TrackedKeypoints, WindowStatus
     from vggt4d_ros.ros import conversions as conv
-    from vggt4d_ros.ros import diagnostics as diag
     from vggt4d_ros.ros import messages as outmsg
+    from vggt4d_ros.extrinsics import resolve_extrinsics
     from vggt4d_ros.ros.transforms import transform_to_matrix
 
     TYPE_MAP = {
@@ -117,8 +116,7 @@ def build_node_class():
             self._worker: Optional[threading.Thread] = None
             self._stop = threading.Event()
             self._subs: List[Any] = []
-            self._pubs: Dict[str, Any] = {}
-            self._cam_pubs: Dict[str, Dict[str, Any]] = {}
+            self._pubs: Dict[str, Any] = {}  # topic (as the message builders name it) -> publisher
             self._diag_timer = None
             self._extrinsics: Dict[str, np.ndarray] = {}
             self._static_tf: Dict[str, tuple] = {}  # child -> (parent, T_parent_child)
@@ -265,8 +263,7 @@ def build_node_class():
             from rclpy.duration import Duration
 
             deadline = time.monotonic() + timeout_s
-            pubs = list(self._pubs.values()) + [p for d in self._cam_pubs.values() for p in d.values()]
-            for pub in pubs:
+            for pub in list(self._pubs.values()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -276,25 +273,14 @@ def build_node_class():
                     pass
 
         # ------------------------------------------------------------------ set-up helpers
-        def _make_pipeline(self):
-            from vggt4d_ros.pipeline import Pipeline, PipelineConfig
+        def _param_values(self) -> Dict[str, Any]:
+            """Snapshot of every declared parameter (dotted names)."""
+            return {name: self._p(name) for name in self._params}
 
-            cfg = PipelineConfig(
-                cameras=list(self._cameras),
-                model_config=str(self._p("model.config")),
-                checkpoint=str(self._p("model.checkpoint")) or None,
-                device=str(self._p("model.device")),
-                precision=str(self._p("model.precision")),
-                target_width=int(self._p("model.target_width")),
-                resize_mode=str(self._p("model.resize_mode")),
-                layout=str(self._p("model.layout")) or None,
-                num_steps=int(self._p("window.num_steps")),
-                reference=str(self._p("window.reference")),
-                keypoints_max=int(self._p("keypoints.max_count")),
-                use_camera_info_intrinsics=bool(self._p("model.use_camera_info_intrinsics")),
-                mask_threshold=float(self._p("mask.threshold")),
-            )
-            return Pipeline(cfg)
+        def _make_pipeline(self):
+            from vggt4d_ros.pipeline import Pipeline, pipeline_config_from_params
+
+            return Pipeline(pipeline_config_from_params(self._param_values()))
 
         def _qos_sensor(self) -> QoSProfile:
             rel = (ReliabilityPolicy.RELIABLE if self._p("qos.reliability") == "reliable"
@@ -304,29 +290,23 @@ def build_node_class():
 
         def _make_publishers(self) -> None:
             out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-            self._pubs = {
-                "odom": self.create_publisher(Odometry, "~/odometry", out_qos),
-                "status": self.create_publisher(WindowStatus, "~/status", out_qos),
-                "fused": self.create_publisher(PointCloud2, "~/points/fused", out_qos),
-                "tf": self.create_publisher(TFMessage, "/tf", QoSProfile(
-                    history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)),
-                "diag": self.create_publisher(DiagnosticArray, "/diagnostics", out_qos),
-            }
-            for c in self._cameras:
-                self._cam_pubs[c] = {
-                    "depth": self.create_publisher(Image, f"~/{c}/depth", out_qos),
-                    "depth_info": self.create_publisher(CameraInfo, f"~/{c}/depth/camera_info", out_qos),
-                    "conf": self.create_publisher(Image, f"~/{c}/depth/confidence", out_qos),
-                    "mask": self.create_publisher(Image, f"~/{c}/dynamic_mask", out_qos),
-                    "mask_info": self.create_publisher(CameraInfo, f"~/{c}/dynamic_mask/camera_info", out_qos),
-                    "points": self.create_publisher(PointCloud2, f"~/{c}/points", out_qos),
-                    "keypoints": self.create_publisher(TrackedKeypoints, f"~/{c}/keypoints", out_qos),
-                }
+            tf_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            # Every output exists from configure on (publish.* switches are live); building is lazy.
+            everything = dict(self._param_values(), **{k: True for k in (
+                "publish.depth", "publish.confidence", "publish.dynamic_mask", "publish.camera_clouds",
+                "publish.fused_cloud", "publish.keypoints", "publish_odom_tf")})
+            types = {"nav_msgs/msg/Odometry": Odometry, "vggt4d_ros/msg/WindowStatus": WindowStatus,
+                     "tf2_msgs/msg/TFMessage": TFMessage, "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray,
+                     "sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+                     "sensor_msgs/msg/PointCloud2": PointCloud2, "vggt4d_ros/msg/TrackedKeypoints": TrackedKeypoints}
+            self._pubs = {}
+            for topic, msgtype in outmsg.output_topics(everything, ns="~").items():
+                self._pubs[topic] = self.create_publisher(types[msgtype], topic, tf_qos if topic == "/tf" else out_qos)
 
         def _destroy_publishers(self) -> None:
-            for pub in list(self._pubs.values()) + [p for d in self._cam_pubs.values() for p in d.values()]:
+            for pub in self._pubs.values():
                 self.destroy_publisher(pub)
-            self._pubs, self._cam_pubs = {}, {}
+            self._pubs = {}
 
         def _make_subscriptions(self) -> None:
             qos = self._qos_sensor()
@@ -437,24 +417,8 @@ def build_node_class():
 
         # ------------------------------------------------------------------ extrinsics
         def _resolve_extrinsics(self, frames: Dict[str, str]) -> Dict[str, np.ndarray]:
-            """base_frame <- optical frame per camera from /tf_static, parameters or identity."""
-            base = str(self._p("base_frame"))
-            out: Dict[str, np.ndarray] = {}
-            for c in self._cameras:
-                ext = list(self._cam_p(c, "extrinsics") or [])
-                if len(ext) == 7:
-                    from vggt4d_ros.ros.transforms import matrix_from_quaternion
-
-                    T = np.eye(4)
-                    T[:3, :3] = matrix_from_quaternion(ext[3:])
-                    T[:3, 3] = ext[:3]
-                    out[c] = T
-                    continue
-                frame = frames.get(c, "")
-                T = self._chain_static(frame, base) if base and frame else None
-                if T is not None:
-                    out[c] = T
-            return out
+            """base_frame <- optical frame per camera from <camera>.extrinsics or /tf_static."""
+            return resolve_extrinsics(self._param_values(), self._static_tf, frames)
 
         def _wait_extrinsics(self, frames: Dict[str, str]) -> Dict[str, np.ndarray]:
             """Extrinsics for the window; before tracking starts, wait up to ``extrinsics_timeout_s`` for
@@ -473,20 +437,6 @@ def build_node_class():
                     f"{self._p('extrinsics_timeout_s')} s (from /tf_static or <camera>.extrinsics): assuming "
                     "camera 0 at the body origin looking along x; scale stays up to the model's unit")
             return ext
-
-        def _chain_static(self, child: str, root: str) -> Optional[np.ndarray]:
-            T = np.eye(4)
-            cur = child
-            for _ in range(64):
-                if cur == root:
-                    return T
-                link = self._static_tf.get(cur)
-                if link is None:
-                    return None
-                parent, T_parent_cur = link
-                T = T_parent_cur @ T
-                cur = parent
-            return None
 
         # ------------------------------------------------------------------ worker
         def _run_worker(self, slot) -> None:
@@ -537,79 +487,42 @@ def build_node_class():
             self._publish_ack_stamp(step.frames[ref]["stamp"], len(step.frames), message)
 
         def _publish_ack_stamp(self, stamp, num_views: int, message: str) -> None:
-            if "status" not in self._pubs:
+            if "~/status" not in self._pubs:
                 return
-            st = WindowStatus()
-            st.header.stamp = stamp
-            st.header.frame_id = str(self._p("odom_frame"))
-            st.tracking_state = int(self._last_status["state"])
-            st.window_index = int(self._counters["windows"])
-            st.num_views = int(num_views)
-            st.num_time_steps = 0
-            st.frames_dropped = int(self._counters["frames_dropped"])
-            st.windows_skipped = int(self._counters["windows_skipped"])
-            st.scale = 1.0
-            st.latency = float("nan")
-            st.inference_time = float("nan")
-            st.message = message or "buffering"
-            self._pubs["status"].publish(st)
+            _, _, st = outmsg.ack_message(
+                self._param_values(), stamp, num_views, int(self._last_status["state"]), int(self._counters["windows"]),
+                int(self._counters["frames_dropped"]), int(self._counters["windows_skipped"]), message, ns="~")
+            self._pubs["~/status"].publish(st)
 
         def _publish_result(self, result, t0: float) -> None:
-            odom = str(self._p("odom_frame"))
-            base = str(self._p("base_frame"))
+            params = self._param_values()
+
+            def want(topic: str) -> bool:
+                pub = self._pubs.get(topic)
+                return pub is not None and (topic == "/tf" or pub.get_subscription_count() > 0)
+
             for step in result.steps:
-                outmsg.publish_step(self, step, result, odom, base)
+                for topic, _, msg in outmsg.step_messages(params, step, ns="~", want=want):
+                    self._pubs[topic].publish(msg)
             latency = time.monotonic() - t0
             self._latencies.append(latency)
             if len(self._latencies) > 200:
                 del self._latencies[:100]
             self._last_status = {"state": result.tracking_state, "latency": latency, "message": result.message}
-            for step in result.steps:
-                st = WindowStatus()
-                st.header.stamp = step.stamp
-                st.header.frame_id = odom
-                st.tracking_state = int(result.tracking_state)
-                st.window_index = int(result.window_index)
-                st.num_views = int(result.num_views)
-                st.num_time_steps = int(result.num_steps)
-                st.window_start = result.window_start
-                st.window_end = result.window_end
-                st.latency = float(latency)
-                st.inference_time = float(result.inference_s)
-                st.scale = float(result.scale)
-                st.scale_is_metric = bool(result.scale_is_metric)
-                st.chain_inlier_ratio = float(result.chain_inlier_ratio)
-                st.frames_dropped = int(self._counters["frames_dropped"])
-                st.windows_skipped = int(self._counters["windows_skipped"])
-                st.message = result.message
-                self._pubs["status"].publish(st)
+            for topic, _, st in outmsg.status_messages(params, result, latency, int(self._counters["frames_dropped"]),
+                                                       int(self._counters["windows_skipped"]), ns="~"):
+                self._pubs[topic].publish(st)
 
         def _publish_diagnostics(self) -> None:
-            if "diag" not in self._pubs or not self._subscribed(self._pubs["diag"]):
+            pub = self._pubs.get("/diagnostics")
+            if pub is None or pub.get_subscription_count() == 0:
                 return
-            now = self.get_clock().now().to_msg()
-            name = self.get_fully_qualified_name()
-            statuses = []
             sync_diag = self._sync.diagnostics(now=time.monotonic()) if self._sync is not None else {}
-            for c in self._cameras:
-                d = sync_diag.get(c, {})
-                stale = bool(d.get("stale", False))
-                rejected = self._rejected.get(c, 0)
-                level = "WARN" if (stale or rejected) else "OK"
-                msg = "stale: no images" if stale else (f"{rejected} messages rejected" if rejected else "ok")
-                statuses.append({"name": f"{name}: camera {c}", "level": level, "message": msg,
-                                 "values": dict(d, rejected=rejected)})
-            lat = sorted(self._latencies)
-            state_names = {0: "initializing", 1: "ok", 2: "lost", 3: "recovered"}
-            state = int(self._last_status["state"])
-            statuses.append({
-                "name": f"{name}: tracking", "level": "WARN" if state == 2 else "OK",
-                "message": state_names.get(state, "?") + (f" ({self._last_status['message']})"
-                                                          if self._last_status["message"] else ""),
-                "values": dict(self._counters,
-                               latency_median_s=lat[len(lat) // 2] if lat else float("nan"),
-                               latency_max_s=lat[-1] if lat else float("nan"))})
-            self._pubs["diag"].publish(diag.diagnostic_array(now, statuses))
+            _, _, msg = outmsg.diagnostics_message(
+                self.get_clock().now().to_msg(), self._cameras, sync_diag, self._rejected, self._counters,
+                int(self._last_status["state"]), str(self._last_status["message"]), self._latencies,
+                name=self.get_fully_qualified_name(), live=True)
+            pub.publish(msg)
 
     return Vggt4dNode
 
