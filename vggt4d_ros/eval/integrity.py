@@ -20,7 +20,8 @@ Checks per type (``pkg/msg/Name``):
 - ``tf2_msgs/msg/TFMessage``: unit quaternions, finite translations, non-empty frame ids.
 - ``diagnostic_msgs/msg/DiagnosticArray``: level 0..3 (values are kept, see :attr:`last_diagnostics`).
 
-Stamps: per topic the header stamps must increase strictly. A bag that loops makes the node reset and
+Stamps: per topic the header stamps must increase strictly (``status``: its per-step results strictly, its
+acknowledgements of steps without output never decreasing, each stream on its own). A bag that loops makes the node reset and
 its stamps start over: a backward step is accepted (and counted as ``loop_backsteps``) only when it
 lands within ``loop_allow_s`` seconds of ``loop_start_ns`` (the first stamp of the bag); any other
 backward or repeated stamp is a violation. ``/diagnostics`` carries the node's clock, not acquisition
@@ -89,11 +90,12 @@ class IntegrityChecker:
     """
 
     def __init__(self, max_odom_step_m: float = 1.0, loop_start_ns: Optional[int] = None, loop_allow_s: float = 2.0,
-                 max_examples: int = 20) -> None:
+                 max_examples: int = 20, clock=None) -> None:
         self.max_odom_step_m = float(max_odom_step_m)
         self.loop_start_ns = loop_start_ns
         self.loop_allow_ns = int(loop_allow_s * 1e9)
         self.max_examples = int(max_examples)
+        self.clock = clock  # optional callable -> seconds, printed with each violation
         self.report = IntegrityReport()
         self._last_stamp: Dict[str, int] = {}
         self._last_odom: Optional[tuple] = None  # (position (3,), quaternion xyzw (4,))
@@ -104,7 +106,7 @@ class IntegrityChecker:
         table = self.report.malformed if kind == "malformed" else self.report.stamp_violations
         table[topic] = table.get(topic, 0) + 1
         if len(self.report.examples) < self.max_examples:
-            self.report.examples.append(f"{kind} {topic}: {why}")
+            self.report.examples.append(f"{kind} {topic}: {why}{self._when() if kind == 'malformed' else ''}")
 
     def check(self, topic: str, msgtype: str, msg: Any) -> bool:
         """Check one message; returns True when it passed every check."""
@@ -121,7 +123,13 @@ class IntegrityChecker:
         if msgtype == "nav_msgs/msg/Odometry" and not problems:
             self._odom_step(topic, msg)
         header = getattr(msg, "header", None)
-        if header is not None:
+        if msgtype == "vggt4d_ros/msg/WindowStatus":
+            # Two streams share the topic: per-step results (num_time_steps > 0, one per output step, in
+            # order) and acknowledgements of steps consumed without output (window filling, dropped windows),
+            # which the input thread sends while the inference thread may still publish an older window.
+            kind = "result" if int(msg.num_time_steps) > 0 else "ack"
+            self._stamp(f"{topic}#{kind}", stamp_ns(header.stamp), report_as=topic, allow_equal=kind == "ack")
+        elif header is not None:
             self._stamp(topic, stamp_ns(header.stamp), diagnostics=msgtype.startswith("diagnostic_msgs/"))
         elif msgtype == "tf2_msgs/msg/TFMessage" and msg.transforms:
             self._stamp(topic, max(stamp_ns(t.header.stamp) for t in msg.transforms))
@@ -130,22 +138,27 @@ class IntegrityChecker:
                 self.last_diagnostics[st.name] = {kv.key: kv.value for kv in st.values}
         return rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) == before
 
-    def _stamp(self, topic: str, ns: int, diagnostics: bool = False) -> None:
-        last = self._last_stamp.get(topic)
-        self._last_stamp[topic] = ns
+    def _stamp(self, key: str, ns: int, diagnostics: bool = False, report_as: Optional[str] = None,
+               allow_equal: bool = False) -> None:
+        topic = report_as or key
+        last = self._last_stamp.get(key)
+        self._last_stamp[key] = ns
         if last is None:
             return
         if diagnostics:
             if ns < last:
                 self._bad("stamp", topic, f"diagnostics stamp went back {(last - ns) * 1e-9:.3f} s")
             return
-        if ns > last:
+        if ns > last or (allow_equal and ns == last):
             return
         if ns < last and self.loop_start_ns is not None and 0 <= ns - self.loop_start_ns <= self.loop_allow_ns:
             self.report.loop_backsteps[topic] = self.report.loop_backsteps.get(topic, 0) + 1
             return
         what = "repeated" if ns == last else f"went back {(last - ns) * 1e-9:.3f} s"
-        self._bad("stamp", topic, f"stamp {ns} {what} (previous {last})")
+        self._bad("stamp", topic, f"stamp {ns} {what} (previous {last}){self._when()}")
+
+    def _when(self) -> str:
+        return "" if self.clock is None else f" at t={self.clock():.1f} s"
 
     def _odom_step(self, topic: str, msg: Any) -> None:
         p = msg.pose.pose.position
@@ -167,7 +180,7 @@ class IntegrityChecker:
             rep.odom_jumps += 1
             if len(rep.examples) < self.max_examples:
                 rep.examples.append(f"jump {topic}: position step {step:.3f} m > {self.max_odom_step_m} m "
-                                    f"at stamp {stamp_ns(msg.header.stamp)}")
+                                    f"at stamp {stamp_ns(msg.header.stamp)}{self._when()}")
 
 
 # ---------------------------------------------------------------------- per-type checks

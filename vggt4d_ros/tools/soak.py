@@ -303,8 +303,9 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         ctx = rclpy.context.Context()
         rclpy.init(context=ctx, signal_handler_options=SignalHandlerOptions.NO)
         mon = rclpy.create_node("vggt4d_soak_monitor", context=ctx)
+        t_zero = [time.monotonic()]
         checker = IntegrityChecker(max_odom_step_m=args.max_odom_step, loop_start_ns=loop_start,
-                                   loop_allow_s=max(1.0, 0.5 * bag_span_s))
+                                   loop_allow_s=max(1.0, 0.5 * bag_span_s), clock=lambda: time.monotonic() - t_zero[0])
         lock = threading.Lock()
         processed_windows: set = set()
         expected = output_topics(params)
@@ -341,7 +342,7 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         node_log = (keep or work) / "node.log"
         logf = open(node_log, "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-        log(f"node pid {proc.pid}: {' '.join(cmd)}")
+        log(f"node pid {proc.pid} (ROS_DOMAIN_ID {env.get('ROS_DOMAIN_ID')}): {' '.join(cmd)}")
         player_node = rclpy.create_node("vggt4d_soak_player", context=ctx)
         stop = threading.Event()
         play_box: Dict[str, Any] = {}
@@ -374,6 +375,7 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
             play_thread = threading.Thread(target=player, name="soak-player", daemon=True)
             play_thread.start()
             t_start = time.monotonic()
+            t_zero[0] = t_start
             next_t = t_start
             prev_odo, prev_t = 0, t_start
             while True:
@@ -458,7 +460,7 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
                        "bag_rate_hz": args.bag_rate if args.bag is None else None, "play_rate": args.rate,
                        "duration_s": args.duration, "sample_period_s": args.sample_period,
                        "max_odom_step_m": args.max_odom_step},
-            "note": args.note, "git_commit": _git_commit(),
+            "note": args.note, "git_commit": _git_commit(), "ros_domain_id": env.get("ROS_DOMAIN_ID"),
             "wall_s": round(time.monotonic() - t_start, 2),
             "player": None if play is None else {"loops": play.loops, "published": play.published,
                                                  "summary": play.summary()},
