@@ -14,4 +14,6 @@ if [ ! -f "$BAG/metadata.yaml" ]; then
   mkdir -p "$ROOT/out"
   vggt4d-synth "$BAG" --cameras 2 --width 518 --height 294 --rate 10 --duration 10 --seed 7 --objects 3
 fi
-vggt4d-replay "$BAG" --config "$ROOT/config/tiny.yaml" --out "$OUT" --overwrite "$@"
+vggt4d-replay "$BAG" --config "$ROOT/config/demo.yaml" --out "$OUT" --overwrite "$@"
+python "$ROOT/scripts/headline.py" "$OUT/metrics.json"
+echo "report: $OUT/report.md"

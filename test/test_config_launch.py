@@ -13,7 +13,7 @@ import yaml
 from vggt4d_ros.ros.params import CAMERA_PARAMS, NODE_PARAMS, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-NODE_YAMLS = ["tiny.yaml", "default.yaml", "jetson.yaml"]
+NODE_YAMLS = ["tiny.yaml", "default.yaml", "jetson.yaml", "demo.yaml"]
 
 
 def _flatten(d, prefix=""):
