@@ -24,7 +24,9 @@ Stamps: per topic the header stamps must increase strictly (``status``: its per-
 acknowledgements of steps without output never decreasing, each stream on its own). A bag that loops makes the node reset and
 its stamps start over: a backward step is accepted (and counted as ``loop_backsteps``) only when it
 lands within ``loop_allow_s`` seconds of ``loop_start_ns`` (the first stamp of the bag); any other
-backward or repeated stamp is a violation. ``/diagnostics`` carries the node's clock, not acquisition
+backward or repeated stamp is a violation. When the caller counts the input's restarts (``loops``), a
+backward step is accepted instead when it lands inside the input's stamp range and the topic has not
+gone back more often than the input did (each loop restarts the stamps once). ``/diagnostics`` carries the node's clock, not acquisition
 stamps, and is only required to be non-decreasing.
 """
 from __future__ import annotations
@@ -90,14 +92,20 @@ class IntegrityChecker:
     """
 
     def __init__(self, max_odom_step_m: float = 1.0, loop_start_ns: Optional[int] = None, loop_allow_s: float = 2.0,
-                 max_examples: int = 20, clock=None) -> None:
+                 max_examples: int = 20, clock=None, loops=None, loop_end_ns: Optional[int] = None) -> None:
         self.max_odom_step_m = float(max_odom_step_m)
         self.loop_start_ns = loop_start_ns
         self.loop_allow_ns = int(loop_allow_s * 1e9)
         self.max_examples = int(max_examples)
         self.clock = clock  # optional callable -> seconds, printed with each violation
+        # Optional callable -> number of times the input restarted so far (observed by the caller). With it,
+        # a backward step is a loop when it lands inside [loop_start_ns, loop_end_ns] and the topic has not
+        # gone back more often than the input did; without it, the landing rule of the module docstring.
+        self.loops = loops
+        self.loop_end_ns = loop_end_ns
         self.report = IntegrityReport()
         self._last_stamp: Dict[str, int] = {}
+        self._backsteps: Dict[str, int] = {}
         self._last_odom: Optional[tuple] = None  # (position (3,), quaternion xyzw (4,))
         self.last_diagnostics: Dict[str, Dict[str, str]] = {}
 
@@ -151,11 +159,20 @@ class IntegrityChecker:
             return
         if ns > last or (allow_equal and ns == last):
             return
-        if ns < last and self.loop_start_ns is not None and 0 <= ns - self.loop_start_ns <= self.loop_allow_ns:
+        if ns < last and self._is_loop(key, ns):
             self.report.loop_backsteps[topic] = self.report.loop_backsteps.get(topic, 0) + 1
+            self._backsteps[key] = self._backsteps.get(key, 0) + 1
             return
         what = "repeated" if ns == last else f"went back {(last - ns) * 1e-9:.3f} s"
         self._bad("stamp", topic, f"stamp {ns} {what} (previous {last}){self._when()}")
+
+    def _is_loop(self, key: str, ns: int) -> bool:
+        if self.loop_start_ns is None:
+            return False
+        if self.loops is None:
+            return 0 <= ns - self.loop_start_ns <= self.loop_allow_ns
+        end = self.loop_end_ns if self.loop_end_ns is not None else ns
+        return self.loop_start_ns <= ns <= end and self._backsteps.get(key, 0) < int(self.loops())
 
     def _when(self) -> str:
         return "" if self.clock is None else f" at t={self.clock():.1f} s"

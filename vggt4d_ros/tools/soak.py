@@ -300,13 +300,24 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         # ---------------------------------------------------------------- monitor
         apply_localhost_env()
         env = localhost_env()
+        lock = threading.Lock()
         ctx = rclpy.context.Context()
         rclpy.init(context=ctx, signal_handler_options=SignalHandlerOptions.NO)
         mon = rclpy.create_node("vggt4d_soak_monitor", context=ctx)
         t_zero = [time.monotonic()]
+        # Input restarts as seen on the wire: the monitor watches camera 0's stamps (raw, never decoded).
+        input_state = {"last": None, "restarts": 0}
+
+        def on_input(raw: bytes) -> None:
+            st = header_stamp_ns(raw, "sensor_msgs/msg/Image")
+            with lock:
+                if st is not None and input_state["last"] is not None and st < input_state["last"]:
+                    input_state["restarts"] += 1
+                input_state["last"] = st
+
         checker = IntegrityChecker(max_odom_step_m=args.max_odom_step, loop_start_ns=loop_start,
-                                   loop_allow_s=max(1.0, 0.5 * bag_span_s), clock=lambda: time.monotonic() - t_zero[0])
-        lock = threading.Lock()
+                                   loop_end_ns=loop_end, loops=lambda: input_state["restarts"],
+                                   clock=lambda: time.monotonic() - t_zero[0])
         processed_windows: set = set()
         expected = output_topics(params)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -320,6 +331,9 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         for topic, msgtype in sorted(expected.items()):
             mon.create_subscription(message_class(msgtype), topic,
                                     lambda m, t=topic, mt=msgtype: on_msg(t, mt, m), qos)
+        mon.create_subscription(message_class("sensor_msgs/msg/Image"), img_topics[0], on_input,
+                                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                           reliability=ReliabilityPolicy.RELIABLE), raw=True)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(mon)
         spin_stop = threading.Event()
@@ -465,6 +479,7 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
             "player": None if play is None else {"loops": play.loops, "published": play.published,
                                                  "summary": play.summary()},
             "player_error": play_box.get("error"),
+            "input_restarts_seen": input_state["restarts"],
             "node_exit_code": proc.returncode,
             "node_log": {"tracebacks": log_text.count("Traceback"), "errors": log_text.count("[ERROR]"),
                          "warnings": log_text.count("[WARN]"), "tail": log_text[-1500:]},
