@@ -406,6 +406,10 @@ def main() -> int:
                         run["variants"][name]["memory"]["warning"] = "different weights in the memory subprocess"
             run["wall_s"] = round(time.perf_counter() - t0, 1)
             runs.append(run)
+            if args.save:  # partial results survive an interrupted run
+                Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.save).write_text(json.dumps({"benchmark": "model_vs_reference", "partial": True,
+                                                       "machine": mach, "runs": runs}, indent=2) + "\n")
             if cuda:
                 torch.cuda.empty_cache()
     tmp.cleanup()
