@@ -320,63 +320,61 @@ def _mean(rows: List[Dict[str, Any]], path: str) -> float:
 
 
 def make_table(doc: Dict[str, Any]) -> str:
+    """The Markdown table (means over seeds) of a document written by :func:`main`."""
     per = doc["per_seed"]
     R = {name: [s["runs"][name] for s in per] for name in RUNS}
     T = doc["settings"]["steps"]
+    st = doc["settings"]
 
-    def f(x, fmt="{:.3f}"):
-        return "n/a" if not np.isfinite(x) else fmt.format(x)
+    def num(fmt):
+        return lambda x: "n/a" if not np.isfinite(x) else fmt.format(x)
 
     def pct(x):
         return "n/a" if not np.isfinite(x) else f"{100 * x:.1f} %"
 
+    f3, f1, f0 = num("{:.3f}"), num("{:.1f}"), num("{:.0f}")
     seeds = ", ".join(str(s["seed"]) for s in per)
-    lines = [f"Seeds {seeds} (held out), {doc['settings']['duration_s']:g} s at 10 Hz, 2 cameras "
-             f"({doc['settings']['width']}x{doc['settings']['height']}), windows of {T} steps every "
-             f"{doc['settings']['stride']}, tiny model on the CPU; means over seeds. Same sequences, same run.", "",
-             "| feature | metric | off | on |", "|---|---|---|---|"]
-    a, b = R["no_metric"], R["base"]
-    lines += [
-        f"| metric scale from the rig | scale error, trajectory (Sim(3) scale) | {pct(_mean([{'e': abs(r['trajectory_scale_ratio'] - 1)} for r in a], 'e'))} | {pct(_mean([{'e': abs(r['trajectory_scale_ratio'] - 1)} for r in b], 'e'))} |",  # noqa: E501
-        f"| | scale error, depth (median per frame) | {pct(_mean(a, 'depth_scale_error_median'))} | {pct(_mean(b, 'depth_scale_error_median'))} |",  # noqa: E501
-        f"| | ATE after SE(3), m | {f(_mean(a, 'ate_se3_m'))} | {f(_mean(b, 'ate_se3_m'))} |",
-        f"| | ATE after Sim(3), m | {f(_mean(a, 'ate_sim3_m'))} | {f(_mean(b, 'ate_sim3_m'))} |",
-        f"| | depth AbsRel as published (no alignment) | {f(_mean(a, 'depth_abs_rel_raw'))} | {f(_mean(b, 'depth_abs_rel_raw'))} |",  # noqa: E501
-    ]
-    a, b = R["base"], R["known_K"]
-    lines += [
-        f"| known intrinsics (CameraInfo) | focal error | {pct(_mean(a, 'focal_rel_error'))} | {pct(_mean(b, 'focal_rel_error'))} |",  # noqa: E501
-        f"| | 3D point error (median-scaled, / depth) | {f(_mean(a, 'point_rel_error'))} | {f(_mean(b, 'point_rel_error'))} |",  # noqa: E501
-        f"| | depth AbsRel (median per frame) | {f(_mean(a, 'depth_abs_rel_per_frame'))} | {f(_mean(b, 'depth_abs_rel_per_frame'))} |",  # noqa: E501
-        f"| | ATE after SE(3), m | {f(_mean(a, 'ate_se3_m'))} | {f(_mean(b, 'ate_se3_m'))} |",
-        f"| | ATE after Sim(3), m | {f(_mean(a, 'ate_sim3_m'))} | {f(_mean(b, 'ate_sim3_m'))} |",
-    ]
+    lines = [f"Seeds {seeds} (held out), {st['duration_s']:g} s at 10 Hz, 2 cameras ({st['width']}x{st['height']}), "
+             f"windows of {T} steps every {st['stride']}, tiny model on the CPU; means over seeds. Same sequences, "
+             "same run.", "", "| feature | metric | off | on |", "|---|---|---|---|"]
+
+    def rows(feature, off, on, items, extra=None):
+        for i, (label, key, fmt) in enumerate(items):
+            cell = fmt(_mean(on, key))
+            if extra is not None:
+                cell += f" ({extra[0]}: {fmt(_mean(extra[1], key))})"
+            head = f"| {feature} |" if i == 0 and feature else "| |"
+            lines.append(f"{head} {label} | {fmt(_mean(off, key))} | {cell} |")
+
+    traj_err = lambda rs: [{"e": abs(r["trajectory_scale_ratio"] - 1)} for r in rs]  # noqa: E731
+    rows("metric scale from the rig", traj_err(R["no_metric"]), traj_err(R["base"]),
+         [("scale error, trajectory (Sim(3) scale)", "e", pct)])
+    rows("", R["no_metric"], R["base"], [
+        ("scale error, depth (median per frame)", "depth_scale_error_median", pct),
+        ("ATE after SE(3), m", "ate_se3_m", f3), ("ATE after Sim(3), m", "ate_sim3_m", f3),
+        ("depth AbsRel as published (no alignment)", "depth_abs_rel_raw", f3)])
+    k_items = [("focal error", "focal_rel_error", pct),
+               ("3D point error (median-scaled, / depth)", "point_rel_error", f3),
+               ("depth AbsRel (median per frame)", "depth_abs_rel_per_frame", f3)]
+    poses = [("ATE after SE(3), m", "ate_se3_m", f3), ("ATE after Sim(3), m", "ate_sim3_m", f3)]
+    rows("known intrinsics (CameraInfo)", R["base"], R["known_K"], k_items + poses)
     if per and "fov_study" in per[0]:
-        fov = doc["settings"]["fov_study_deg"]
         a = [s["fov_study"]["pred_K"] for s in per]
         b = [s["fov_study"]["known_K"] for s in per]
-        lines += [
-            f"| known intrinsics, {fov:g} deg field of view (trained at 70 only) | focal error | {pct(_mean(a, 'focal_rel_error'))} | {pct(_mean(b, 'focal_rel_error'))} |",  # noqa: E501
-            f"| | 3D point error (median-scaled, / depth) | {f(_mean(a, 'point_rel_error'))} | {f(_mean(b, 'point_rel_error'))} |",  # noqa: E501
-            f"| | depth AbsRel (median per frame) | {f(_mean(a, 'depth_abs_rel_per_frame'))} | {f(_mean(b, 'depth_abs_rel_per_frame'))} |",  # noqa: E501
-            f"| | scale error, depth (median per frame) | {pct(_mean(a, 'depth_scale_error_median'))} | {pct(_mean(b, 'depth_scale_error_median'))} |",  # noqa: E501
-            f"| | ATE after SE(3), m | {f(_mean(a, 'ate_se3_m'))} | {f(_mean(b, 'ate_se3_m'))} |",
-            f"| | ATE after Sim(3), m | {f(_mean(a, 'ate_sim3_m'))} | {f(_mean(b, 'ate_sim3_m'))} |",
-        ]
+        rows(f"known intrinsics, {st['fov_study_deg']:g} deg field of view (trained at 70 only)", a, b,
+             k_items + [("scale error, depth (median per frame)", "depth_scale_error_median", pct)] + poses)
     m = R["base"]
-    lines += [
-        f"| static map (dynamic mask filter) | voxels from moving objects | {pct(_mean(m, 'map.all.dynamic_voxel_share'))} | {pct(_mean(m, 'map.predicted_mask.dynamic_voxel_share'))} (ground-truth mask: {pct(_mean(m, 'map.gt_mask.dynamic_voxel_share'))}) |",  # noqa: E501
-        f"| | points from moving objects | {pct(_mean(m, 'map.all.dynamic_point_share'))} | {pct(_mean(m, 'map.predicted_mask.dynamic_point_share'))} (ground-truth mask: {pct(_mean(m, 'map.gt_mask.dynamic_point_share'))}) |",  # noqa: E501
-        f"| | voxels kept ({doc['settings']['voxel_m']:g} m) | {f(_mean(m, 'map.all.voxels'), '{:.0f}')} | {f(_mean(m, 'map.predicted_mask.voxels'), '{:.0f}')} (ground-truth mask: {f(_mean(m, 'map.gt_mask.voxels'), '{:.0f}')}) |",  # noqa: E501
-    ]
-    a, b = R["no_carry"], R["base"]
-    lines += [
-        f"| keypoint ids carried across windows | id survival, next step | {pct(_mean(a, 'keypoints.survival_next_step'))} | {pct(_mean(b, 'keypoints.survival_next_step'))} |",  # noqa: E501
-        f"| | id survival, {T} steps | {pct(_mean(a, f'keypoints.survival_{T}_steps'))} | {pct(_mean(b, f'keypoints.survival_{T}_steps'))} |",  # noqa: E501
-        f"| | mean id lifetime, steps | {f(_mean(a, 'keypoints.mean_lifetime_steps'), '{:.1f}')} | {f(_mean(b, 'keypoints.mean_lifetime_steps'), '{:.1f}')} |",  # noqa: E501
-        f"| | ids created | {f(_mean(a, 'keypoints.ids_created'), '{:.0f}')} | {f(_mean(b, 'keypoints.ids_created'), '{:.0f}')} |",  # noqa: E501
-        f"| | track end-point error, median px (vs ground truth) | {f(_mean(a, 'keypoints.epe_median_px'), '{:.1f}')} | {f(_mean(b, 'keypoints.epe_median_px'), '{:.1f}')} |",  # noqa: E501
-    ]
+    sub = lambda name: [r["map"][name] for r in m]  # noqa: E731
+    rows("static map (dynamic mask filter)", sub("all"), sub("predicted_mask"), [
+        ("voxels from moving objects", "dynamic_voxel_share", pct),
+        ("points from moving objects", "dynamic_point_share", pct),
+        (f"voxels kept ({st['voxel_m']:g} m)", "voxels", f0)], extra=("ground-truth mask", sub("gt_mask")))
+    rows("keypoint ids carried across windows", R["no_carry"], R["base"], [
+        ("id survival, next step", "keypoints.survival_next_step", pct),
+        (f"id survival, {T} steps", f"keypoints.survival_{T}_steps", pct),
+        ("mean id lifetime, steps", "keypoints.mean_lifetime_steps", f1),
+        ("ids created", "keypoints.ids_created", f0),
+        ("track end-point error, median px (vs ground truth)", "keypoints.epe_median_px", f1)])
     return "\n".join(lines)
 
 
