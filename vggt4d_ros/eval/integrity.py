@@ -117,10 +117,10 @@ class IntegrityChecker:
             self.report.examples.append(f"{kind} {topic}: {why}{self._when() if kind == 'malformed' else ''}")
 
     def check(self, topic: str, msgtype: str, msg: Any) -> bool:
-        """Check one message; returns True when it passed every check."""
+        """Check one message; returns True when it passed every check (odometry: and did not jump)."""
         rep = self.report
         rep.messages[topic] = rep.messages.get(topic, 0) + 1
-        before = rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0)
+        before = rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) + rep.odom_jumps
         fn = _CHECKS.get(msgtype)
         try:
             problems = fn(topic, msg) if fn is not None else []
@@ -144,7 +144,7 @@ class IntegrityChecker:
         if msgtype == "diagnostic_msgs/msg/DiagnosticArray" and not problems:
             for st in msg.status:
                 self.last_diagnostics[st.name] = {kv.key: kv.value for kv in st.values}
-        return rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) == before
+        return rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) + rep.odom_jumps == before
 
     def _stamp(self, key: str, ns: int, diagnostics: bool = False, report_as: Optional[str] = None,
                allow_equal: bool = False) -> None:
