@@ -202,3 +202,30 @@ def test_bad_parameter_at_run_time_is_rejected_and_old_value_kept(harness):
     assert res[0].successful and h.node.get_parameter("mask.threshold").value == 0.7
     res = h.node.set_parameters([Parameter("window.num_steps", value=8)])  # static while running
     assert not res[0].successful
+
+
+def test_static_map_published_and_saved_by_service(harness, tmp_path):
+    from sensor_msgs.msg import PointCloud2
+    from std_srvs.srv import Trigger
+
+    from vggt4d_ros.mapping import read_ply
+    from vggt4d_ros.ros.pointcloud import cloud_xyz
+
+    path = tmp_path / "map.ply"
+    h = harness(**{"map.save_path": str(path), "map.publish_period_s": 0.2, "map.min_observations": 1,
+                   "cloud.drop_dynamic": False, "mask.threshold": 1.0})
+    maps = []
+    h.test.create_subscription(PointCloud2, "/vggt4d/map", maps.append, 10)
+    time.sleep(0.5)
+    _drive(h, 5)
+    assert h.wait(lambda: len(maps) >= 1 and maps[-1].width > 0, 30), "no ~/map published"
+    m = maps[-1]
+    assert m.header.frame_id == "odom" and m.height == 1
+    assert np.isfinite(cloud_xyz(m)).all()
+    cli = h.test.create_client(Trigger, "/vggt4d/save_map")
+    assert cli.wait_for_service(timeout_sec=10)
+    fut = cli.call_async(Trigger.Request())
+    assert h.wait(lambda: fut.done(), 30)
+    assert fut.result().success, fut.result().message
+    xyz, rgb = read_ply(path)
+    assert len(xyz) > 0 and np.isfinite(xyz).all() and rgb.dtype == np.uint8

@@ -92,3 +92,14 @@ def test_readme_starts_with_the_two_commands_and_documents_every_parameter():
         assert f"`{p.name}`" in text, f"README does not document parameter {p.name}"
     for p in CAMERA_PARAMS:
         assert f"`<camera>.{p.name}`" in text, f"README does not document parameter <camera>.{p.name}"
+
+
+def test_readme_parameter_table_is_generated_from_params():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_param_table.py")], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- params:begin -->")[1].split("<!-- params:end -->")[0].strip()
+    assert block == out, "README's parameter table is stale: run scripts/gen_param_table.py --write"

@@ -62,17 +62,21 @@ def output_topics(params: Mapping[str, Any], ns: str = NODE_NAMESPACE) -> Dict[s
             t[f"{ns}/{c}/points"] = "sensor_msgs/msg/PointCloud2"
         if params["publish.keypoints"]:
             t[f"{ns}/{c}/keypoints"] = "vggt4d_ros/msg/TrackedKeypoints"
+        if params.get("publish.keypoint_markers", False):
+            t[f"{ns}/{c}/keypoints/markers"] = "visualization_msgs/msg/MarkerArray"
     if not params["publish_odom_tf"]:
         t.pop("/tf")
     return t
 
 
 def step_messages(params: Mapping[str, Any], step: Any, ns: str = NODE_NAMESPACE,
-                  want: Callable[[str], bool] = lambda topic: True) -> List[Out]:
+                  want: Callable[[str], bool] = lambda topic: True, markers: Any = None) -> List[Out]:
     """Messages of one :class:`~vggt4d_ros.pipeline.StepOutput`, in the node's publishing order.
 
     ``want(topic)`` is asked before building a message (the node answers with its subscriber counts:
     a message nobody listens to is never built); /tf is always built when ``publish_odom_tf``.
+    ``markers``: a :class:`vggt4d_ros.ros.markers.KeypointMarkers` keeping the previous id sets (None: every
+    MarkerArray starts with DELETEALL).
     """
     cams: Sequence[str] = params["cameras"]
     odom_frame = str(params["odom_frame"])
@@ -127,6 +131,13 @@ def step_messages(params: Mapping[str, Any], step: Any, ns: str = NODE_NAMESPACE
             fused_rgb.append(o.rgb[::d, ::d][sel])
         if params["publish.keypoints"] and o.keypoints is not None and want(f"{p}/keypoints"):
             out.append((f"{p}/keypoints", "vggt4d_ros/msg/TrackedKeypoints", keypoints_msg(header, ci, w, h, o.keypoints)))
+        if params.get("publish.keypoint_markers", False) and o.keypoints is not None and \
+                want(f"{p}/keypoints/markers"):
+            from vggt4d_ros.ros.markers import KeypointMarkers
+
+            mk = markers if markers is not None else KeypointMarkers()
+            out.append((f"{p}/keypoints/markers", "visualization_msgs/msg/MarkerArray",
+                        mk.build(header, o.keypoints.xyz, o.keypoints.ids, ns=f"{cam}/keypoints")))
     if want_fused and fused_pts:
         header = Header(stamp=step.stamp, frame_id=odom_frame)
         out.append((f"{ns}/points/fused", "sensor_msgs/msg/PointCloud2",

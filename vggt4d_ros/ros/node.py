@@ -67,7 +67,9 @@ def build_node_class():
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.qos_overriding_options import QoSOverridingOptions
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+    from std_srvs.srv import Trigger
     from tf2_msgs.msg import TFMessage
+    from visualization_msgs.msg import MarkerArray
 
     from vggt4d_ros.msg import TrackedKeypoints, WindowStatus
     from vggt4d_ros.ros import conversions as conv
@@ -117,6 +119,12 @@ def build_node_class():
             self._stop = threading.Event()
             self._subs: List[Any] = []
             self._pubs: Dict[str, Any] = {}  # topic (as the message builders name it) -> publisher
+            self._map = None
+            self._map_srv = None
+            self._map_lock = threading.Lock()
+            self._map_timer = None
+            self._last_map_stamp = None
+            self._markers = None
             self._diag_timer = None
             self._extrinsics: Dict[str, np.ndarray] = {}
             self._static_tf: Dict[str, tuple] = {}  # child -> (parent, T_parent_child)
@@ -215,6 +223,10 @@ def build_node_class():
             self._worker.start()
             self._make_subscriptions()
             self._diag_timer = self.create_timer(float(self._p("diagnostics_period_s")), self._publish_diagnostics)
+            self._map_timer = self.create_timer(float(self._p("map.publish_period_s")), self._publish_map)
+            from vggt4d_ros.ros.markers import KeypointMarkers
+
+            self._markers = KeypointMarkers()
             self.get_logger().info("activated")
             return super().on_activate(state)
 
@@ -245,6 +257,9 @@ def build_node_class():
             if self._diag_timer is not None:
                 self.destroy_timer(self._diag_timer)
                 self._diag_timer = None
+            if self._map_timer is not None:
+                self.destroy_timer(self._map_timer)
+                self._map_timer = None
             self._stop.set()
             if self._slot is not None:
                 self._slot.close()
@@ -294,19 +309,62 @@ def build_node_class():
             # Every output exists from configure on (publish.* switches are live); building is lazy.
             everything = dict(self._param_values(), **{k: True for k in (
                 "publish.depth", "publish.confidence", "publish.dynamic_mask", "publish.camera_clouds",
-                "publish.fused_cloud", "publish.keypoints", "publish_odom_tf")})
+                "publish.fused_cloud", "publish.keypoints", "publish.keypoint_markers", "publish_odom_tf")})
             types = {"nav_msgs/msg/Odometry": Odometry, "vggt4d_ros/msg/WindowStatus": WindowStatus,
                      "tf2_msgs/msg/TFMessage": TFMessage, "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray,
                      "sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
-                     "sensor_msgs/msg/PointCloud2": PointCloud2, "vggt4d_ros/msg/TrackedKeypoints": TrackedKeypoints}
+                     "sensor_msgs/msg/PointCloud2": PointCloud2, "vggt4d_ros/msg/TrackedKeypoints": TrackedKeypoints,
+                     "visualization_msgs/msg/MarkerArray": MarkerArray}
             self._pubs = {}
             for topic, msgtype in outmsg.output_topics(everything, ns="~").items():
                 self._pubs[topic] = self.create_publisher(types[msgtype], topic, tf_qos if topic == "/tf" else out_qos)
+            if self._p("map.enable"):
+                from vggt4d_ros.mapping import VoxelMap
+
+                self._map = VoxelMap(float(self._p("map.voxel_size")), int(self._p("map.max_voxels")),
+                                     int(self._p("map.min_observations")))
+                self._pubs["~/map"] = self.create_publisher(PointCloud2, "~/map", out_qos)
+                self._map_srv = self.create_service(Trigger, "~/save_map", self._on_save_map)
 
         def _destroy_publishers(self) -> None:
             for pub in self._pubs.values():
                 self.destroy_publisher(pub)
             self._pubs = {}
+            if self._map_srv is not None:
+                self.destroy_service(self._map_srv)
+            self._map_srv = None
+            self._map = None
+
+        # ------------------------------------------------------------------ static map
+        def save_map(self, path: str = "") -> str:
+            """Write the static map (PLY or PCD by extension); returns the path written."""
+            if self._map is None:
+                raise RuntimeError("map.enable is false")
+            path = path or str(self._p("map.save_path")) or "vggt4d_map.ply"
+            with self._map_lock:
+                out = self._map.save_pcd(path) if path.lower().endswith(".pcd") else self._map.save_ply(path)
+            return str(out)
+
+        def _on_save_map(self, request, response):
+            try:
+                path = self.save_map()
+                response.success, response.message = True, f"saved {len(self._map)} voxels to {path}"
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                response.success, response.message = False, f"saving the map failed: {exc}"
+            return response
+
+        def _publish_map(self) -> None:
+            pub = self._pubs.get("~/map")
+            if self._map is None or pub is None or pub.get_subscription_count() == 0 or self._last_map_stamp is None:
+                return
+            from std_msgs.msg import Header
+
+            from vggt4d_ros.ros.pointcloud import points_to_cloud
+
+            with self._map_lock:
+                xyz, rgb, _ = self._map.points()
+            header = Header(stamp=self._last_map_stamp, frame_id=str(self._p("odom_frame")))
+            pub.publish(points_to_cloud(xyz, header, colors=rgb, organized=False))
 
         def _make_subscriptions(self) -> None:
             qos = self._qos_sensor()
@@ -502,8 +560,14 @@ def build_node_class():
                 return pub is not None and (topic == "/tf" or pub.get_subscription_count() > 0)
 
             for step in result.steps:
-                for topic, _, msg in outmsg.step_messages(params, step, ns="~", want=want):
+                for topic, _, msg in outmsg.step_messages(params, step, ns="~", want=want, markers=self._markers):
                     self._pubs[topic].publish(msg)
+                if self._map is not None:
+                    with self._map_lock:
+                        self._map.insert_step(step, mask_threshold=float(params["mask.threshold"]),
+                                              min_confidence=float(params["cloud.min_confidence"]),
+                                              decimation=int(params["cloud.decimation"]))
+                    self._last_map_stamp = step.stamp
             latency = time.monotonic() - t0
             self._latencies.append(latency)
             if len(self._latencies) > 200:
@@ -564,6 +628,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         pass
     finally:
         try:
+            if node._map is not None and str(node._p("map.save_path")):
+                try:
+                    node.get_logger().info(f"static map saved to {node.save_map()}")
+                except Exception as exc:  # noqa: BLE001
+                    node.get_logger().error(f"saving the map on shutdown failed: {exc}")
             node.flush_outputs(timeout_s=5.0)
             node._teardown_runtime()
             if node._pipeline is not None:

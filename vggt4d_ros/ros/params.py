@@ -123,6 +123,18 @@ NODE_PARAMS: List[Param] = [
           static=False),
     Param("publish.keypoints", True, "Track keypoints and publish <camera>/keypoints.", static=False),
     Param("keypoints.max_count", 64, "Keypoints tracked per camera.", range=(0, 1024)),
+    Param("publish.keypoint_markers", True, "Publish <camera>/keypoints/markers (visualization_msgs/MarkerArray "
+          "with ids) for RViz.", static=False),
+    Param("map.enable", True, "Accumulate a voxel map of static points (dynamic masks removed) in odom_frame."),
+    Param("map.voxel_size", 0.05, "Voxel edge of the static map (odom units: metres when the scale is metric).",
+          range=(0.001, 10.0), unit="m"),
+    Param("map.max_voxels", 500_000, "Voxels kept; when full, the least observed and oldest are evicted.",
+          range=(1000, 50_000_000), unit="voxels"),
+    Param("map.min_observations", 2, "Points a voxel needs before it is published or saved.", range=(1, 1000)),
+    Param("map.publish_period_s", 2.0, "Period of ~/map (PointCloud2 in odom_frame, published when subscribed).",
+          range=(0.1, 3600.0), unit="s"),
+    Param("map.save_path", "", "PLY or PCD file (by extension) the map is saved to on shutdown and by the "
+          "~/save_map service; empty = not saved on shutdown, the service writes ./vggt4d_map.ply."),
     Param("odom.pose_covariance", [0.01, 0.01, 0.01, 0.005, 0.005, 0.005],
           "Diagonal of the Odometry pose covariance (x y z roll pitch yaw).", static=False, unit="m^2, rad^2"),
     Param("odom.twist_covariance", [0.05, 0.05, 0.05, 0.02, 0.02, 0.02],
