@@ -217,6 +217,9 @@ def build_node_class():
                                          jitter_threshold_s=float(self._p("window.max_gap_s")) or None)
             self._slot = self._window.queue
             self._pipeline.reset("activated")
+            if self._map is not None:
+                with self._map_lock:
+                    self._map.clear()  # a new odom frame starts at activation
             self._stop.clear()
             self._worker = threading.Thread(target=self._run_worker, args=(self._slot,), name="vggt4d-inference",
                                             daemon=True)
@@ -323,7 +326,9 @@ def build_node_class():
 
                 self._map = VoxelMap(float(self._p("map.voxel_size")), int(self._p("map.max_voxels")),
                                      int(self._p("map.min_observations")))
-                self._pubs["~/map"] = self.create_publisher(PointCloud2, "~/map", out_qos)
+                self._pubs["~/map"] = self.create_publisher(PointCloud2, "~/map", QoSProfile(
+                    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.TRANSIENT_LOCAL))
                 self._map_srv = self.create_service(Trigger, "~/save_map", self._on_save_map)
 
         def _destroy_publishers(self) -> None:
