@@ -20,6 +20,7 @@ setup(
             "vggt4d-bag = vggt4d_ros.bag.cli:main",
             "vggt4d-replay = vggt4d_ros.tools.replay:main",
             "vggt4d-train = vggt4d_ros.tools.train:main",
+            "vggt4d-export = vggt4d_ros.tools.export:main",
         ]
     },
 )

@@ -47,6 +47,8 @@ class PipelineConfig:
     layout: Optional[str] = None
     num_steps: int = 4
     reference: str = "first"  # "first" or "newest" (of camera 0)
+    backend: str = "torch"  # "torch" or "onnxruntime" (an exported model, vggt4d-export)
+    onnx_path: str = ""
     keypoints_max: int = 64
     use_camera_info_intrinsics: bool = False
     metric_scale: str = "auto"  # "auto" (rig baselines when known), "none"
@@ -144,7 +146,8 @@ def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
         num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
         keypoints_max=int(params["keypoints.max_count"]),
         use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
-        mask_threshold=float(params["mask.threshold"]))
+        mask_threshold=float(params["mask.threshold"]),
+        backend=str(params.get("model.backend", "torch")), onnx_path=str(params.get("model.onnx_path", "")))
 
 
 def _resolve_device(device: str) -> str:
@@ -171,6 +174,8 @@ class Pipeline:
 
     def __init__(self, config: PipelineConfig, predictor: Any = None) -> None:
         self.cfg = config
+        if predictor is None and config.backend == "onnxruntime":
+            predictor = self._onnx_predictor(config)
         if predictor is None:
             from vggt4d_ros.inference.predictor import Predictor
             from vggt4d_ros.model.configs import load_model_config
@@ -194,6 +199,23 @@ class Pipeline:
         self._reset_reason: Optional[str] = None
         self._T_base_cam0: Optional[np.ndarray] = None
         self._tracks = None
+
+    @staticmethod
+    def _onnx_predictor(config: "PipelineConfig"):
+        """A Predictor on an exported model; the window shape must be the one it was exported for."""
+        from vggt4d_ros.export.ort_backend import OrtBackend
+        from vggt4d_ros.inference.predictor import Predictor
+
+        if not config.onnx_path or not Path(config.onnx_path).is_file():
+            raise FileNotFoundError(f"model.onnx_path {config.onnx_path!r} does not exist (export one with vggt4d-export)")
+        backend = OrtBackend(config.onnx_path)
+        info = backend.info
+        want = {"num_views": len(config.cameras), "num_steps": config.num_steps, "reference": config.reference}
+        have = {k: info.get(k) for k in want}
+        if any(have[k] is not None and have[k] != v for k, v in want.items()):
+            raise ValueError(f"{config.onnx_path} was exported for {have}, the node is configured for {want}")
+        return Predictor(backend, device="cpu" if config.device == "auto" else config.device, precision="fp32",
+                         target_width=backend.width, mode=config.resize_mode, layout=None)
 
     # ------------------------------------------------------------------ state
     @property

@@ -241,7 +241,9 @@ class Predictor:
             raise ValueError(f"{S} frames do not form a window of {num_views} views")
         T = S // num_views
         ref = self.reference_frame(reference, T, num_views)
+        # A backend with a fixed input grid (ONNX) states it as ``model_hw``; every camera is fitted to it.
         images, maps = preprocess_frames(frames, self.target_width, self.mode, pad_value=self.pad_value,
+                                         model_hw=getattr(self.model, "model_hw", None),
                                          device=self.device, dtype=self.dtype)
         Hm, Wm = maps[0].model_hw
         K_known = self._known_intrinsics(intrinsics, S)
@@ -253,7 +255,7 @@ class Predictor:
         t1 = time.perf_counter()
 
         extra: Dict[str, Any] = {}
-        if frame_keys is not None:
+        if frame_keys is not None and hasattr(self.model, "aggregator"):
             extra["patch_tokens"] = self._patch_tokens(images, list(frame_keys))
         out = self.model(images[None], q_model, num_views=num_views, reference_index=ref, layout=self.layout,
                          **extra)

@@ -53,6 +53,11 @@ NODE_PARAMS: List[Param] = [
           "vggt4d-spatiotemporal) or a path to a model YAML."),
     Param("model.checkpoint", "", "Weights (.safetensors, or .pt/.pth loaded with weights_only). Empty: the "
           "embedded weights of the configuration when it ships some (tiny), else configure fails."),
+    Param("model.backend", "torch", "Inference backend: torch (model.config + model.checkpoint) or onnxruntime "
+          "(model.onnx_path from vggt4d-export; CPU, CUDA or TensorRT providers; no keypoint tracks).",
+          choices=("torch", "onnxruntime")),
+    Param("model.onnx_path", "", "Exported model for model.backend onnxruntime; its window shape (views, steps, "
+          "reference) must match the node's."),
     Param("model.device", "auto", "Inference device: cpu, cuda, or auto (cuda when available).", choices=_C),
     Param("model.precision", "fp32", "Weights and activations precision: fp32, fp16 or bf16 (fp16/bf16 on GPU).",
           choices=("fp32", "fp16", "bf16")),
