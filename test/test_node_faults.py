@@ -229,3 +229,20 @@ def test_static_map_published_and_saved_by_service(harness, tmp_path):
     assert fut.result().success, fut.result().message
     xyz, rgb = read_ply(path)
     assert len(xyz) > 0 and np.isfinite(xyz).all() and rgb.dtype == np.uint8
+
+
+def test_auto_reliability_receives_every_large_image_from_a_reliable_publisher(harness):
+    """qos.reliability auto re-subscribes reliable once it sees the (reliable) camera publishers, so large
+    images are not lost in fragments as a best-effort subscription loses them on this transport."""
+    from rclpy.qos import ReliabilityPolicy
+
+    h = harness(**{"model.target_width": 112})
+    assert h.wait(lambda: all(v[1] == ReliabilityPolicy.RELIABLE for v in h.node._cam_subs.values()), 20)
+    time.sleep(0.5)
+    for i in range(6):
+        t = T0 + i * DT
+        for c in ("cam0", "cam1"):
+            h.send(c, t, width=640, height=360)
+        time.sleep(0.2)
+    assert h.wait(lambda: h.node._counters["steps_in"] >= 5, 60), h.node._counters
+    assert h.node._rejected == {}

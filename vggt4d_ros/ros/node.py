@@ -118,6 +118,7 @@ def build_node_class():
             self._worker: Optional[threading.Thread] = None
             self._stop = threading.Event()
             self._subs: List[Any] = []
+            self._cam_subs: Dict[str, tuple] = {}  # topic -> (subscription, reliability, type, callback)
             self._pubs: Dict[str, Any] = {}  # topic (as the message builders name it) -> publisher
             self._map = None
             self._map_srv = None
@@ -254,9 +255,10 @@ def build_node_class():
             return TransitionCallbackReturn.SUCCESS
 
         def _teardown_runtime(self) -> None:
-            for s in self._subs:
+            for s in self._subs + [v[0] for v in self._cam_subs.values()]:
                 self.destroy_subscription(s)
             self._subs = []
+            self._cam_subs = {}
             if self._diag_timer is not None:
                 self.destroy_timer(self._diag_timer)
                 self._diag_timer = None
@@ -300,11 +302,21 @@ def build_node_class():
 
             return Pipeline(pipeline_config_from_params(self._param_values()))
 
-        def _qos_sensor(self) -> QoSProfile:
-            rel = (ReliabilityPolicy.RELIABLE if self._p("qos.reliability") == "reliable"
-                   else ReliabilityPolicy.BEST_EFFORT)
+        def _qos_sensor(self, topic: str) -> QoSProfile:
+            mode = str(self._p("qos.reliability"))
+            if mode == "auto":
+                reliable = self._publishers_reliable(topic)
+            else:
+                reliable = mode == "reliable"
+            rel = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
             return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self._p("qos.depth")), reliability=rel,
                               durability=DurabilityPolicy.VOLATILE)
+
+        def _publishers_reliable(self, topic: str) -> bool:
+            """True when every publisher of ``topic`` is reliable (then a reliable subscription matches them all
+            and repairs lost fragments of large images); False with none or any best-effort publisher."""
+            pubs = self.get_publishers_info_by_topic(topic)
+            return bool(pubs) and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
 
         def _make_publishers(self) -> None:
             out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -372,26 +384,38 @@ def build_node_class():
             pub.publish(points_to_cloud(xyz, header, colors=rgb, organized=False))
 
         def _make_subscriptions(self) -> None:
-            qos = self._qos_sensor()
-            overrides = QoSOverridingOptions.with_default_policies()
-            for i, c in enumerate(self._cameras):
+            self._cam_subs = {}
+            for c in self._cameras:
                 topic = str(self._cam_p(c, "image_topic")) or f"/{c}/image_raw"
                 info_topic = str(self._cam_p(c, "camera_info_topic")) or f"/{c}/camera_info"
                 if self._cam_p(c, "compressed"):
-                    self._subs.append(self.create_subscription(
-                        CompressedImage, topic + "/compressed", lambda m, c=c: self._on_image(c, m, True), qos,
-                        qos_overriding_options=overrides))
+                    self._subscribe(topic + "/compressed", CompressedImage, lambda m, c=c: self._on_image(c, m, True))
                 else:
-                    self._subs.append(self.create_subscription(
-                        Image, topic, lambda m, c=c: self._on_image(c, m, False), qos,
-                        qos_overriding_options=overrides))
-                self._subs.append(self.create_subscription(
-                    CameraInfo, info_topic, lambda m, c=c: self._on_info(c, m), qos,
-                    qos_overriding_options=overrides))
+                    self._subscribe(topic, Image, lambda m, c=c: self._on_image(c, m, False))
+                self._subscribe(info_topic, CameraInfo, lambda m, c=c: self._on_info(c, m))
             static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                     reliability=ReliabilityPolicy.RELIABLE,
                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
             self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, static_qos))
+
+        def _subscribe(self, topic: str, msg_type: Any, callback: Any, first: bool = True) -> None:
+            qos = self._qos_sensor(topic)
+            # qos_overrides parameters are declared with the first subscription of a topic only.
+            kw = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()} if first else {}
+            sub = self.create_subscription(msg_type, topic, callback, qos, **kw)
+            self._cam_subs[topic] = (sub, qos.reliability, msg_type, callback)
+
+        def _recheck_subscriptions(self) -> None:
+            """qos.reliability auto: follow the publishers (a camera driver started after the node, or
+            restarted with other QoS) by re-subscribing with the matching reliability."""
+            if str(self._p("qos.reliability")) != "auto":
+                return
+            for topic, (sub, rel, msg_type, cb) in list(self._cam_subs.items()):
+                want = ReliabilityPolicy.RELIABLE if self._publishers_reliable(topic) else ReliabilityPolicy.BEST_EFFORT
+                if want != rel and self.get_publishers_info_by_topic(topic):
+                    self.destroy_subscription(sub)
+                    self._subscribe(topic, msg_type, cb, first=False)
+                    self.get_logger().info(f"{topic}: re-subscribed {want.name.lower()} to match its publishers")
 
         # ------------------------------------------------------------------ input callbacks
         def _reject(self, cam: str, reason: str) -> None:
@@ -583,6 +607,7 @@ def build_node_class():
                 self._pubs[topic].publish(st)
 
         def _publish_diagnostics(self) -> None:
+            self._recheck_subscriptions()
             pub = self._pubs.get("/diagnostics")
             if pub is None or pub.get_subscription_count() == 0:
                 return

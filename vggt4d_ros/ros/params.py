@@ -72,9 +72,9 @@ NODE_PARAMS: List[Param] = [
     # --- inputs --------------------------------------------------------------------------------------
     Param("cameras", ["cam0"], "Camera names, in rig order; each has <name>.image_topic, .camera_info_topic, "
           ".compressed, .optical_frame. The first camera is the reference of the trajectory."),
-    Param("qos.reliability", "best_effort", "Reliability of the image and camera_info subscriptions "
-          "(best_effort = sensor data QoS; reliable). Also overridable with qos_overrides.",
-          choices=("best_effort", "reliable")),
+    Param("qos.reliability", "auto", "Reliability of the image and camera_info subscriptions: auto (reliable when "
+          "every publisher is reliable, else best effort; re-checked every diagnostics period), best_effort (sensor "
+          "data QoS) or reliable. Also overridable with qos_overrides.", choices=("auto", "best_effort", "reliable")),
     Param("qos.depth", 5, "History depth of the image subscriptions.", range=(1, 100), unit="messages"),
     Param("sync.tolerance_ms", 10.0, "Images of the cameras whose stamps differ by at most this are one time step.",
           range=(0.0, 1000.0), unit="ms"),
