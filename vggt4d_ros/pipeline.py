@@ -288,8 +288,12 @@ class Pipeline:
 
         queries = self._track_queries(sub, ref)
         t0 = time.perf_counter()
+        kw = {}
+        if getattr(self.predictor, "supports_frame_keys", True) and self.cfg.backend == "torch":
+            # Patch embeddings depend on the frame only: overlapping windows embed just their new frames.
+            kw["frame_keys"] = [(cams[s % V], int(frames[s]["stamp_ns"])) for s in range(len(frames))]
         pred = self.predictor.predict(rgbs, num_views=V, intrinsics=intr, query_points=queries, reference=ref,
-                                      time_index=list(win.step_ids))
+                                      time_index=list(win.step_ids), **kw)
         inference_s = time.perf_counter() - t0
 
         E = np.stack([f.cam_from_world for f in pred.frames]).reshape(T, V, 4, 4)

@@ -461,7 +461,7 @@ def build_node_class():
             stamp_ns = conv.stamp_to_ns(msg.header.stamp)
             frame_id = str(self._cam_p(cam, "optical_frame")) or msg.header.frame_id
             payload = {"rgb": rgb, "stamp": msg.header.stamp, "stamp_ns": stamp_ns, "frame_id": frame_id,
-                       "info": info}
+                       "info": info, "arrival": time.monotonic()}
             with self._lock:
                 out = self._sync.add(cam, stamp_ns * 1e-9, payload, now=time.monotonic())
                 if out.reset_reason:
@@ -551,7 +551,9 @@ def build_node_class():
                 if self._stop.is_set():
                     break
                 try:
-                    self._publish_result(result, t0)
+                    newest = [f["arrival"] for f in win.frames[(win.num_steps - 1) * win.num_views:]
+                              if f is not None and "arrival" in f]
+                    self._publish_result(result, max(newest) if newest else t0)
                 except Exception as exc:  # noqa: BLE001
                     self._counters["errors"] += 1
                     if self._throttle.ready("publish"):
@@ -582,6 +584,8 @@ def build_node_class():
             self._pubs["~/status"].publish(st)
 
         def _publish_result(self, result, t0: float) -> None:
+            """Publish a window's outputs; ``t0`` is the arrival (monotonic) of the newest frame, so the status
+            latency covers waiting, inference and publishing."""
             params = self._param_values()
 
             def want(topic: str) -> bool:
