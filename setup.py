@@ -21,6 +21,7 @@ setup(
             "vggt4d-replay = vggt4d_ros.tools.replay:main",
             "vggt4d-train = vggt4d_ros.tools.train:main",
             "vggt4d-export = vggt4d_ros.tools.export:main",
+            "vggt4d-soak = vggt4d_ros.tools.soak:main",
         ]
     },
 )

@@ -213,8 +213,11 @@ def diagnostics_message(stamp: Any, cameras: Sequence[str], sync_diag: Mapping[s
             d["stale"] = False
         stale = bool(d.get("stale", False))
         r = int(rejected.get(c, 0))
+        text = f"{r} messages rejected" if r else "ok"
+        if stale:
+            text = "stale: no images" + (f" ({r} rejected)" if r else "")
         statuses.append({"name": f"{name}: camera {c}", "level": "WARN" if (r or stale) else "OK",
-                         "message": "stale: no images" if stale else (f"{r} messages rejected" if r else "ok"),
+                         "message": text,
                          "values": dict(d, rejected=r)})
     lat = sorted(latencies)
     names = {0: "initializing", 1: "ok", 2: "lost", 3: "recovered"}

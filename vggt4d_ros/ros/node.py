@@ -616,8 +616,12 @@ def build_node_class():
             if pub is None or pub.get_subscription_count() == 0:
                 return
             sync_diag = self._sync.diagnostics(now=time.monotonic()) if self._sync is not None else {}
+            if self._sync is not None:  # queue lengths: unmatched images per camera, windows waiting for inference
+                pending = self._sync.pending
+                sync_diag = {c: dict(sync_diag.get(c, {}), pending=int(pending.get(c, 0))) for c in self._cameras}
+            counters = dict(self._counters, inference_queue=len(self._slot) if self._slot is not None else 0)
             _, _, msg = outmsg.diagnostics_message(
-                self.get_clock().now().to_msg(), self._cameras, sync_diag, self._rejected, self._counters,
+                self.get_clock().now().to_msg(), self._cameras, sync_diag, self._rejected, counters,
                 int(self._last_status["state"]), str(self._last_status["message"]), self._latencies,
                 name=self.get_fully_qualified_name(), live=True)
             pub.publish(msg)
@@ -647,7 +651,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     from vggt4d_ros.ros.conversions import reuse_freed_memory
 
     reuse_freed_memory()  # multi-MB output buffers every step: reuse freed pages (see conversions)
-    rclpy.init(args=argv)
+    import signal
+
+    from rclpy.signals import SignalHandlerOptions
+
+    # rclpy's own handler would shut the context down at once; with ours the outputs still in flight are
+    # flushed (flush_outputs) before the context goes.
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     try:
         node = build_node_class()()
     except ValueError as exc:
