@@ -672,7 +672,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        # Short waits so that SIGINT/SIGTERM (our handler raises KeyboardInterrupt) are acted on even when
+        # nothing else wakes the executor (e.g. an unconfigured node has no timers).
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
