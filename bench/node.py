@@ -41,7 +41,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -336,13 +335,13 @@ def main() -> int:
     ap.add_argument("--save", default=None, help="also write the JSON here")
     args = ap.parse_args()
 
+    from vggt4d_ros.bag.rosutil import BackgroundSpinner, stop_process
     from vggt4d_ros.rosenv import apply_localhost_env, localhost_env
 
     t_start = time.monotonic()
     mach = machine_info(torch_info=False)
     apply_localhost_env()
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     import yaml
@@ -369,20 +368,7 @@ def main() -> int:
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("vggt4d_bench")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                if stop.is_set():
-                    break
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpinner(node, name="vggt4d-bench-spin")
     logdir = Path(tempfile.mkdtemp(prefix="vggt4d-bench-node-"))
     node_log = logdir / "node.log"
     logf = open(node_log, "wb")
@@ -476,17 +462,9 @@ def main() -> int:
         result["startup_s"] = round(startup_s, 1)
         result["max_rate_under_miss_hz"] = max(ok) if ok else None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, timeout=30, kill_timeout=5)
         logf.close()
-        stop.set()
-        spinner.join(timeout=2.0)
-        executor.shutdown(timeout_sec=0.5)
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown()
     doc = {

@@ -77,17 +77,19 @@ def publishers_qos(node, topic: str) -> Tuple[Optional[bool], Optional[bool], li
     return reliable, latched, profiles
 
 
-class _Spinner:
-    """Spin one node in a daemon thread with its own executor until :meth:`stop`."""
+class BackgroundSpinner:
+    """Spin one node in a daemon thread with its own executor until :meth:`stop` (the bag tools, the
+    replay, the soak monitor and the node benchmark all use this one)."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, name: str = "vggt4d-bag-spin", join_timeout: float = 2.0) -> None:
         from rclpy.executors import SingleThreadedExecutor
 
         self.node = node
+        self.join_timeout = join_timeout
         self.executor = SingleThreadedExecutor(context=node.context)
         self.executor.add_node(node)
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="vggt4d-bag-spin", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
@@ -101,12 +103,29 @@ class _Spinner:
 
     def stop(self) -> None:
         self._stop.set()
-        self.thread.join(timeout=2.0)
+        self.thread.join(timeout=self.join_timeout)
         try:
             self.executor.remove_node(self.node)
         except Exception:  # noqa: BLE001
             pass
         self.executor.shutdown(timeout_sec=0.5)
+
+
+def stop_process(proc, timeout: float, kill_timeout: float = 10.0) -> Optional[int]:
+    """Stop a ROS process as Ctrl-C would (SIGINT, so it flushes and finalises), waiting up to ``timeout``
+    seconds; kill it after that. Returns its exit code when it stopped by itself, None when killed."""
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=kill_timeout)
+        return None
 
 
 @contextlib.contextmanager
@@ -134,7 +153,7 @@ def ros_session(node=None, name: str = "vggt4d_bag", *, spin: bool = True) -> It
     spinner = None
     try:
         if spin and node.executor is None:
-            spinner = _Spinner(node)
+            spinner = BackgroundSpinner(node)
         yield node
     finally:
         if spinner is not None:

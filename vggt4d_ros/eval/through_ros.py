@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -71,12 +70,11 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
     (``stats.interrupted``) with the outputs recorded so far.
     """
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     from vggt4d_ros.bag.play import play_bag
     from vggt4d_ros.bag.record import Recorder
-    from vggt4d_ros.bag.rosutil import message_class, qos_profile
+    from vggt4d_ros.bag.rosutil import BackgroundSpinner, message_class, qos_profile
     from vggt4d_ros.rosenv import apply_localhost_env, localhost_env
 
     stats = RunStats(mode="through-ros", device=str(params["model.device"]))
@@ -93,20 +91,7 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
     if own_init:
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("vggt4d_replay")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spin_stop = threading.Event()
-
-    def spin() -> None:
-        while not spin_stop.is_set() and rclpy.ok():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                if spin_stop.is_set():
-                    break
-
-    spinner = threading.Thread(target=spin, name="vggt4d-replay-spin", daemon=True)
-    spinner.start()
+    spinner = BackgroundSpinner(node, name="vggt4d-replay-spin")
     acked: set = set()
     produced: set = set()  # stamps of the steps the node reported as output
     windows_done: set = set()
@@ -236,9 +221,7 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
                 proc.kill()
                 proc.wait(timeout=5)
             logf.close()
-            spin_stop.set()
-            spinner.join(timeout=2.0)
-            executor.shutdown(timeout_sec=0.5)
+            spinner.stop()
             node.destroy_node()
             if own_init:
                 rclpy.try_shutdown()

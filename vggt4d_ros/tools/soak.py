@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -253,13 +252,12 @@ def _diag_numbers(values: Dict[str, str]) -> Dict[str, float]:
 def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     """Run the soak described by parsed ``args``; returns the JSON-ready result (see the module docstring)."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
 
     from vggt4d_ros.bag.io import bag_topics, header_stamp_ns, read_messages
     from vggt4d_ros.bag.play import play_bag
-    from vggt4d_ros.bag.rosutil import message_class
+    from vggt4d_ros.bag.rosutil import BackgroundSpinner, message_class, stop_process
     from vggt4d_ros.eval.integrity import IntegrityChecker
     from vggt4d_ros.eval.through_ros import node_command
     from vggt4d_ros.rosenv import apply_localhost_env, localhost_env
@@ -334,20 +332,7 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         mon.create_subscription(message_class("sensor_msgs/msg/Image"), img_topics[0], on_input,
                                 QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                            reliability=ReliabilityPolicy.RELIABLE), raw=True)
-        executor = SingleThreadedExecutor(context=ctx)
-        executor.add_node(mon)
-        spin_stop = threading.Event()
-
-        def spin() -> None:
-            while not spin_stop.is_set() and ctx.ok():
-                try:
-                    executor.spin_once(timeout_sec=0.05)
-                except Exception:  # noqa: BLE001 - shutting down
-                    if spin_stop.is_set():
-                        break
-
-        spinner = threading.Thread(target=spin, name="soak-monitor", daemon=True)
-        spinner.start()
+        spinner = BackgroundSpinner(mon, name="soak-monitor", join_timeout=5.0)
 
         # ---------------------------------------------------------------- node
         cmd = node_command(args.params_file)
@@ -443,17 +428,10 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
                 play_thread.join(timeout=30)
             time.sleep(min(3.0, 1.0 + args.sample_period))  # let the last outputs arrive
             clean_exit = False
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    clean_exit = proc.wait(timeout=60) == 0
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            if proc.poll() is None:  # a node that had already exited did not exit cleanly on request
+                clean_exit = stop_process(proc, timeout=60) == 0
             logf.close()
-            spin_stop.set()
-            spinner.join(timeout=5)
-            executor.shutdown(timeout_sec=1.0)
+            spinner.stop()
             player_node.destroy_node()
             mon.destroy_node()
             rclpy.try_shutdown(context=ctx)
