@@ -7,7 +7,9 @@ and the ROS results are the same computation. One :class:`Pipeline` call per win
    masks and tracks for the V x T frames (world = the window's reference camera, model scale);
 2. :class:`~vggt4d_ros.window.chain.WindowChainer` chains the window to the trajectory so far through
    the overlapping frames (robust Sim(3) on camera centres and static points), holding the scale;
-   with two or more cameras whose extrinsics are known, the rig baselines make the scale metric;
+   with two or more cameras whose extrinsics are known, the rig baselines make the scale metric; with
+   one camera, a metric depth image (``"sensor_depth"`` in camera 0's frame payloads) or the known
+   camera height above the ground (:mod:`vggt4d_ros.scale`) does (``PipelineConfig.scale_source``);
 3. every time step of the window not yet output gets a :class:`StepOutput`: per camera depth (odom
    units, NaN invalid), confidence, dynamic probability, intrinsics, points in the optical frame,
    colours, keypoints with stable ids, and the poses of the cameras and of the body in odom.
@@ -27,12 +29,18 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from vggt4d_ros.scale import ScaleEstimate, scale_from_camera_height, scale_from_sensor_depth, up_in_camera
 from vggt4d_ros.window.chain import WindowChainer, metric_scale_from_rig
 
-__all__ = ["pipeline_config_from_params", "PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
+__all__ = ["SCALE_SOURCES", "pipeline_config_from_params", "PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
 
 # Optical (x right, y down, z forward) -> body (x forward, y left, z up); REP 103.
 _T_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0, 0, 0, 1.0]])
+
+#: Metric scale sources (``PipelineConfig.scale_source``). "auto": the rig when 2+ cameras with known
+#: extrinsics, else sensor depth when camera 0's frames carry ``"sensor_depth"``, else the camera height
+#: when ``camera_height_m > 0``, else none (the first that fits in a window wins).
+SCALE_SOURCES = ("auto", "rig", "depth", "camera_height", "none")
 
 
 @dataclass
@@ -51,9 +59,22 @@ class PipelineConfig:
     onnx_path: str = ""
     keypoints_max: int = 64
     use_camera_info_intrinsics: bool = False
-    metric_scale: str = "auto"  # "auto" (rig baselines when known), "none"
+    scale_source: str = "auto"  # one of SCALE_SOURCES
+    camera_height_m: float = 0.0  # camera 0's optical centre above the ground (0 = unknown)
+    scale_depth_min_m: float = 0.1  # sensor depth range gate (metres)
+    scale_depth_max_m: float = 10.0
+    metric_scale: Optional[str] = None  # deprecated alias: "auto" -> scale_source "auto", "none" -> "none"
     chain_points_grid: int = 24  # pixels per side of the fixed sample used to chain windows
     mask_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.metric_scale is not None:
+            if self.metric_scale not in ("auto", "none"):
+                raise ValueError(f"metric_scale must be 'auto' or 'none', got {self.metric_scale!r}")
+            self.scale_source = self.metric_scale
+            self.metric_scale = None
+        if self.scale_source not in SCALE_SOURCES:
+            raise ValueError(f"scale_source must be one of {list(SCALE_SOURCES)}, got {self.scale_source!r}")
 
 
 @dataclass
@@ -108,6 +129,12 @@ class WindowResult:
     total_s: float
     message: str = ""
     timing_ms: Dict[str, float] = field(default_factory=dict)
+    # Which source made the scale metric: "rig", "depth" or "camera_height" (measured in this window or
+    # held by the chain since the last window that measured it), "none" when the scale is not metric.
+    scale_source: str = "none"
+    # This window's own measurement (metres per model unit) and why it is missing (NaN / reason).
+    scale_measured: float = float("nan")
+    scale_note: str = ""
 
 
 #: ``model.checkpoint`` value that asks for seeded random weights (tests and benchmarks only).
@@ -147,6 +174,10 @@ def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
         keypoints_max=int(params["keypoints.max_count"]),
         use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
         mask_threshold=float(params["mask.threshold"]),
+        scale_source=str(params.get("scale.source", "auto")),
+        camera_height_m=float(params.get("scale.camera_height_m", 0.0)),
+        scale_depth_min_m=float(params.get("scale.depth_min_m", 0.1)),
+        scale_depth_max_m=float(params.get("scale.depth_max_m", 10.0)),
         backend=str(params.get("model.backend", "torch")), onnx_path=str(params.get("model.onnx_path", "")))
 
 
@@ -199,6 +230,7 @@ class Pipeline:
         self._reset_reason: Optional[str] = None
         self._T_base_cam0: Optional[np.ndarray] = None
         self._tracks = None
+        self._scale_source = "none"  # source of the chain's metric scale
 
     @staticmethod
     def _onnx_predictor(config: "PipelineConfig"):
@@ -231,6 +263,7 @@ class Pipeline:
         self._T_base_cam0 = None
         self._tracks = None
         self._reset_reason = None
+        self._scale_source = "none"
 
     def request_reset(self, reason: str) -> None:
         """Input discontinuity (bag loop, time jump): restart the window chain without an odom jump."""
@@ -297,12 +330,8 @@ class Pipeline:
         inference_s = time.perf_counter() - t0
 
         E = np.stack([f.cam_from_world for f in pred.frames]).reshape(T, V, 4, 4)
-        metric = None
-        if self.cfg.metric_scale == "auto" and V >= 2 and all(c in T_base_cam for c in cams):
-            inv0 = np.linalg.inv(T_base_cam[cams[0]])
-            rig = np.stack([inv0 @ T_base_cam[c] for c in cams])
-            m = metric_scale_from_rig(E.reshape(-1, 4, 4), V, rig)
-            metric = m if np.isfinite(m) and m > 0 else None
+        src, est = self._measure_scale(E, pred, frames, present, cams, T_base_cam)
+        metric = est.scale if est.ok else None
         if self._chainer is None:
             T_base_cam0 = T_base_cam.get(cams[0], _T_BODY_OPTICAL)
             self._T_base_cam0 = T_base_cam0
@@ -313,6 +342,10 @@ class Pipeline:
         chain = self._chainer.add_window(win.step_ids, E[:, :1], points=pts, weights=wts, dynamic=dyn,
                                          metric_scale=metric)
         scale = float(chain.scale)
+        if metric is not None:
+            self._scale_source = src
+        if not chain.scale_is_metric:
+            self._scale_source = "none"
         # T_odom_camv = T_odom_cam0 @ T_cam0_camv, with the window's relative pose in odom units.
         rel = E[:, :1] @ np.linalg.inv(E)  # (T, V, 4, 4) cam0 <- camv in window units
         rel[..., :3, 3] *= scale
@@ -367,9 +400,62 @@ class Pipeline:
             window_end=end, tracking_state=int(chain.state), scale=scale, scale_is_metric=bool(chain.scale_is_metric),
             chain_inlier_ratio=float(chain.inlier_ratio) if np.isfinite(chain.inlier_ratio) else 0.0,
             inference_s=inference_s, total_s=time.perf_counter() - t_start, message=chain.message,
-            timing_ms=dict(pred.timing_ms))
+            timing_ms=dict(pred.timing_ms), scale_source=self._scale_source, scale_measured=float(est.scale),
+            scale_note=est.reason if src != "none" else "")
 
     # ------------------------------------------------------------------ helpers
+    def _scale_candidates(self, V: int, cams: List[str], T_base_cam: Dict[str, np.ndarray],
+                          frames: List[Dict[str, Any]]) -> List[str]:
+        """The metric scale sources to try for this window, in order (see :data:`SCALE_SOURCES`)."""
+        src = self.cfg.scale_source
+        if src == "none":
+            return []
+        if src != "auto":
+            return [src]
+        out = []
+        if V >= 2 and all(c in T_base_cam for c in cams):
+            out.append("rig")
+        if any(f.get("sensor_depth") is not None for f in frames[::V]):
+            out.append("depth")
+        if self.cfg.camera_height_m > 0:
+            out.append("camera_height")
+        return out
+
+    def _measure_scale(self, E: np.ndarray, pred: Any, frames: List[Dict[str, Any]], present: List[bool],
+                       cams: List[str], T_base_cam: Dict[str, np.ndarray]):
+        """This window's metric scale: (source, :class:`ScaleEstimate`), the first candidate that fits.
+
+        ``E`` (T, V, 4, 4) predicted cam_from_world; ``frames``/``present`` time-major (T * V). Sensor depth
+        and ground planes use camera 0's own frames only (not the substitutes of missing steps).
+        """
+        T, V = E.shape[:2]
+        est = ScaleEstimate(float("nan"), reason="no metric scale source")
+        tried = "none"
+        for src in self._scale_candidates(V, cams, T_base_cam, frames):
+            tried = src
+            idx = [t * V for t in range(T) if present[t * V]]
+            if src == "rig":
+                if V < 2 or not all(c in T_base_cam for c in cams):
+                    est = ScaleEstimate(float("nan"), reason="rig: needs 2+ cameras with known extrinsics")
+                    continue
+                inv0 = np.linalg.inv(T_base_cam[cams[0]])
+                rig = np.stack([inv0 @ T_base_cam[c] for c in cams])
+                m = metric_scale_from_rig(E.reshape(-1, 4, 4), V, rig)
+                est = ScaleEstimate(m, V * T, T, reason="" if np.isfinite(m) and m > 0 else "rig: degenerate baselines")
+            elif src == "depth":
+                est = scale_from_sensor_depth([pred.frames[s].depth for s in idx],
+                                              [frames[s].get("sensor_depth") for s in idx],
+                                              min_depth_m=self.cfg.scale_depth_min_m,
+                                              max_depth_m=self.cfg.scale_depth_max_m)
+            elif src == "camera_height":
+                up = up_in_camera(T_base_cam.get(cams[0]))
+                est = scale_from_camera_height(
+                    [unproject_depth(pred.frames[s].depth, pred.frames[s].intrinsics) for s in idx], up,
+                    self.cfg.camera_height_m)
+            if est.ok:
+                return src, est
+        return tried, est
+
     def _chain_sample(self, pred, num_views: int):
         """A fixed pixel grid of camera 0's world points, weights and dynamic flags per step (same pixels every
         window), (T, P, 3), (T, P), (T, P)."""
