@@ -210,6 +210,7 @@ def test_pipeline_one_camera_sensor_depth_gives_metric_depth(one_camera):
     p = _pipe(oc)
     r = p.process(_window(oc, 0, True), oc.seq.T_base_cam)
     assert r.scale_is_metric and r.scale_source == "depth" and r.scale == pytest.approx(r.scale_measured)
+    assert all(s.scale_is_metric and s.scale_source == "depth" for s in r.steps)
     ratios = _depth_ratios(oc, r)
     assert len(ratios) == 4 and np.all(np.abs(ratios - 1) < 0.05), ratios  # published depth in metres
     # The next window has no depth image: the chain holds the metric scale, the source is still named.

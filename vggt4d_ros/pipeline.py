@@ -111,6 +111,8 @@ class StepOutput:
     T_odom_cam: Dict[str, np.ndarray]  # (4, 4) optical frame pose in odom
     T_odom_base: np.ndarray  # (4, 4) body (or camera-0 optical) pose in odom
     twist: Optional[np.ndarray] = None  # (6,) in the child frame
+    scale_is_metric: bool = False  # depth, points and poses in metres
+    scale_source: str = "none"  # "rig", "depth", "camera_height" or "none" (see WindowResult)
 
 
 @dataclass
@@ -389,7 +391,8 @@ class Pipeline:
                     twist = _body_twist(self._last_pose[1], T_odom_base, dt)
             self._last_pose = (first.stamp_ns, T_odom_base)
             steps.append(StepOutput(step_id=int(win.step_ids[t]), stamp=first.stamp, stamp_ns=first.stamp_ns,
-                                    cameras=outs, T_odom_cam=poses, T_odom_base=T_odom_base, twist=twist))
+                                    cameras=outs, T_odom_cam=poses, T_odom_base=T_odom_base, twist=twist,
+                                    scale_is_metric=bool(chain.scale_is_metric), scale_source=self._scale_source))
         if new_t:
             self._last_step_id = int(win.step_ids[new_t[-1]])
         self._window_index += 1

@@ -98,6 +98,23 @@ NODE_PARAMS: List[Param] = [
           "this (backward jumps always reset).", range=(0.0, 86400.0), unit="s"),
     Param("window.reference", "first", "World frame of each window: first (oldest time step) or newest, of the "
           "reference camera.", choices=("first", "newest")),
+    # --- metric scale ------------------------------------------------------------------------------
+    Param("scale.source", "auto", "Metric scale source: auto (rig when 2+ cameras have known extrinsics, else "
+          "scale.depth_topic when it delivers, else scale.camera_height_m when > 0, else none), rig, depth, "
+          "camera_height, or none (outputs up to scale, WindowStatus.scale_is_metric false).",
+          choices=("auto", "rig", "depth", "camera_height", "none")),
+    Param("scale.camera_height_m", 0.0, "Height of the first camera's optical centre above a flat ground "
+          "(metres) for the camera_height scale source; 0 = unknown. The ground's up is base_frame z "
+          "through the camera's extrinsics (level body assumed).", range=(0.0, 100.0), unit="m"),
+    Param("scale.depth_topic", "", "Metric depth image registered to the first camera (same field of view, "
+          "any resolution), e.g. /camera/aligned_depth_to_color/image_raw; 16UC1 mm or 32FC1 m, 0/NaN = no "
+          "data. Empty = not subscribed."),
+    Param("scale.depth_sync_tolerance_s", 0.02, "A depth image is attached to the first camera's image whose "
+          "stamp is within this.", range=(0.0, 1.0), unit="s"),
+    Param("scale.depth_min_m", 0.1, "Sensor depth below this is ignored by the depth scale source.",
+          range=(0.0, 100.0), unit="m"),
+    Param("scale.depth_max_m", 10.0, "Sensor depth above this is ignored by the depth scale source.",
+          range=(0.01, 1000.0), unit="m"),
     # --- frames and TF -------------------------------------------------------------------------------
     Param("map_frame", "map", "Map frame (REP 105)."),
     Param("odom_frame", "odom", "Odometry frame (REP 105): fixed at the rig pose when tracking starts."),
