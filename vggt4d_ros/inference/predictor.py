@@ -10,9 +10,10 @@ training-free geometric-consistency estimate of :mod:`.dynamic_mask`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -92,6 +93,18 @@ class Predictor:
             (ignore pixels below this depth-confidence quantile, default 0.1).
         resample: "bilinear" or "nearest": how model-grid maps are brought back to input size.
         pad_value: value of padded pixels (pad mode).
+        skip_unused_heads: run only the heads whose outputs this predictor uses (default): no point head
+            with ``compute_points="depth"``, no mask head unless ``dynamic_mask`` is "auto" or "head", no
+            track head without query points. The model's ``keep_layers`` then follows the heads that can run.
+            False runs every head of the model (the reference formulation; extra raw outputs only).
+        compile: wrap the model in ``torch.compile`` (fixed window shapes recompile nothing; a new window
+            shape, grid or number of query points recompiles once). If compilation or the compiled call
+            fails, a warning is logged and the predictor continues in eager mode.
+        compile_options: keyword arguments of ``torch.compile`` (e.g. ``{"mode": "reduce-overhead"}`` for CUDA
+            graphs, ``{"dynamic": False}``, ``{"backend": ...}``).
+
+    On a CUDA device the input frames are copied into one pinned (page-locked) host buffer and uploaded with a
+    single non-blocking copy; on the CPU nothing changes.
     """
 
     MIN_FOV = 1e-3  # radians; decoded fields of view are clamped to [MIN_FOV, MAX_FOV]
@@ -112,6 +125,9 @@ class Predictor:
         geometric_mask_kw: Optional[Dict[str, Any]] = None,
         resample: str = "bilinear",
         pad_value: float = 1.0,
+        skip_unused_heads: bool = True,
+        compile: bool = False,
+        compile_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -146,15 +162,28 @@ class Predictor:
                     continue
                 sub.float()
                 self._hooks.append(sub.register_forward_pre_hook(_to_float32_inputs, with_kwargs=True))
+        self.skip_unused_heads = bool(skip_unused_heads)
+        self._accepts_heads = _accepts_keyword(model, "heads")
         agg = getattr(model, "aggregator", None)
         if agg is not None and hasattr(agg, "keep_layers"):
             if keep_only_used_layers and hasattr(model, "required_layers"):
-                agg.keep_layers = tuple(model.required_layers())
+                heads = self._heads_used(True)
+                agg.keep_layers = tuple(model.required_layers() if heads is None else model.required_layers(heads))
             elif not keep_only_used_layers:
                 agg.keep_layers = None
         self.model = model
         self._embed_cache: Dict[Any, torch.Tensor] = {}
         self.embed_cache_misses = 0  # frames embedded by the last predict() with frame_keys
+        self.compile_options = dict(compile_options or {})
+        self._compiled: Optional[nn.Module] = None
+        self.compile_error: Optional[str] = None  # why compilation was abandoned (None: not tried or working)
+        if compile:
+            try:
+                self._compiled = torch.compile(model, **self.compile_options)
+            except Exception as exc:  # noqa: BLE001 - any failure means eager mode
+                self._compile_failed(exc)
+        self._staging: Optional[torch.Tensor] = None  # pinned host buffer for CUDA uploads
+        self._staging_done: Optional[Any] = None  # CUDA event: the last upload from the buffer finished
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -190,6 +219,63 @@ class Predictor:
         if not 0 <= idx < S:
             raise ValueError(f"reference frame {idx} outside 0..{S - 1}")
         return idx
+
+    @property
+    def compiled(self) -> bool:
+        """True while the model runs through ``torch.compile``."""
+        return self._compiled is not None
+
+    def _compile_failed(self, exc: BaseException) -> None:
+        self._compiled = None
+        self.compile_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        _LOG.warning("torch.compile failed (%s); running the model in eager mode", self.compile_error)
+
+    def _heads_used(self, with_tracks: bool) -> Optional[Tuple[str, ...]]:
+        """Head names to run (None: all, the model's default), as a sorted tuple."""
+        if not self.skip_unused_heads or not self._accepts_heads:
+            return None
+        heads = {"camera", "depth"}
+        if self.compute_points == "head":
+            heads.add("point")
+        if self.dynamic_mask in ("auto", "head"):
+            heads.add("mask")
+        if with_tracks:
+            heads.add("track")
+        return tuple(sorted(heads))
+
+    def heads_for(self, with_tracks: bool = True) -> Optional[FrozenSet[str]]:
+        """The heads a predict() call runs (None: every head the model has)."""
+        h = self._heads_used(with_tracks)
+        return None if h is None else frozenset(h)
+
+    def _run_model(self, *args: Any, **kw: Any) -> Dict[str, Any]:
+        """The model's forward, through torch.compile when enabled (eager again if that fails)."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args, **kw)
+            except Exception as exc:  # noqa: BLE001 - compiler errors have many types; eager re-raises real ones
+                self._compile_failed(exc)
+        return self.model(*args, **kw)
+
+    def _upload(self, frames: Sequence[Any]) -> Sequence[Any]:
+        """CUDA: uint8 numpy frames -> device tensors through one pinned buffer and a non-blocking copy.
+
+        Anything else (CPU device, torch tensors, other dtypes) is returned unchanged for
+        :func:`.preprocess.preprocess_frames`, which uploads it itself.
+        """
+        if self.device.type != "cuda" or not all(isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames):
+            return frames
+        total = sum(int(f.size) for f in frames)
+        if self._staging_done is not None:
+            self._staging_done.synchronize()  # the previous window's copy has left the buffer
+        if self._staging is None or self._staging.numel() < total:
+            self._staging = torch.empty(total, dtype=torch.uint8, pin_memory=True)
+        host = pack_frames(frames, self._staging)
+        flat = self._staging[:total].to(self.device, non_blocking=True)
+        if self._staging_done is None:
+            self._staging_done = torch.cuda.Event()
+        self._staging_done.record()
+        return unpack_like(flat, host)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -242,7 +328,7 @@ class Predictor:
         T = S // num_views
         ref = self.reference_frame(reference, T, num_views)
         # A backend with a fixed input grid (ONNX) states it as ``model_hw``; every camera is fitted to it.
-        images, maps = preprocess_frames(frames, self.target_width, self.mode, pad_value=self.pad_value,
+        images, maps = preprocess_frames(self._upload(frames), self.target_width, self.mode, pad_value=self.pad_value,
                                          model_hw=getattr(self.model, "model_hw", None),
                                          device=self.device, dtype=self.dtype)
         Hm, Wm = maps[0].model_hw
@@ -257,8 +343,11 @@ class Predictor:
         extra: Dict[str, Any] = {}
         if frame_keys is not None and hasattr(self.model, "aggregator"):
             extra["patch_tokens"] = self._patch_tokens(images, list(frame_keys))
-        out = self.model(images[None], q_model, num_views=num_views, reference_index=ref, layout=self.layout,
-                         **extra)
+        heads = self._heads_used(q_model is not None)
+        if heads is not None:
+            extra["heads"] = heads
+        out = self._run_model(images[None], q_model, num_views=num_views, reference_index=ref, layout=self.layout,
+                              **extra)
         self._sync()
         t2 = time.perf_counter()
 
@@ -370,47 +459,64 @@ class Predictor:
         if self.compute_points == "head":
             if "world_points" not in raw:
                 raise RuntimeError("compute_points='head' but the model has no point head")
-            pts_m = _apply(ref_from_model_world, raw["world_points"].double()).float()
+            pts_m = _apply(ref_from_model_world, raw["world_points"])  # float32 on the device
 
         labels = list(time_labels) if time_labels is not None else list(range(T))
         cfw_np = cfw.cpu().numpy()
         K_in_np = K_in.cpu().numpy()
-        frames: List[FramePrediction] = []
-        for s in range(S):
-            pm = maps[s]
-            depth = model_to_input(depth_m[s], pm, self.resample)
+        dev = depth_m.device
+        # float32 geometry on the device (no float64 maps): poses / intrinsics are cast once, per window
+        cfw_f = cfw.to(device=dev, dtype=torch.float32)
+        K_in_f = K_in.to(device=dev, dtype=torch.float32)
+        has_conf = "depth_conf" in raw
+        per_frame: List[Dict[str, Any]] = [{} for _ in range(S)]
+        groups: Dict[PixelMap, List[int]] = {}
+        for s, pm in enumerate(maps):
+            groups.setdefault(pm, []).append(s)
+        for pm, idx in groups.items():  # frames sharing one pixel map are resampled in one call
+            sel = torch.as_tensor(idx, device=dev)
+            chans = [depth_m.index_select(0, sel)]
+            if has_conf:
+                chans.append(raw["depth_conf"].index_select(0, sel))
+            if mask_m is not None:
+                chans.append(mask_m.index_select(0, sel).float())
+            res = model_to_input(torch.stack(chans, dim=1), pm, self.resample)  # (n, C, H, W)
+            depth = res[:, 0]
             depth = torch.where(depth > 0, depth, torch.full_like(depth, float("nan")))
-            dconf = model_to_input(raw["depth_conf"][s], pm, self.resample) if "depth_conf" in raw else \
-                torch.ones_like(depth)
+            dconf = res[:, 1] if has_conf else torch.ones_like(depth)
+            mask = res[:, -1].clamp(0.0, 1.0) if mask_m is not None else None
             if pts_m is None:
-                pts = depth_to_world_points(depth.double(), cfw[s].to(depth.device), K_in[s].to(depth.device)).float()
-                pconf = dconf
+                pts = depth_to_world_points(depth, cfw_f.index_select(0, sel), K_in_f.index_select(0, sel))
+                pconf = None  # the depth confidence
             else:
-                pts = model_to_input_channels(pts_m[s], pm, self.resample)
-                pconf = model_to_input(raw["world_points_conf"][s], pm, self.resample)
-            mask = None if mask_m is None else model_to_input(mask_m[s], pm, self.resample).clamp(0.0, 1.0)
+                pts = model_to_input_channels(pts_m.index_select(0, sel), pm, self.resample)
+                pconf = model_to_input(raw["world_points_conf"].index_select(0, sel), pm, self.resample).cpu().numpy()
+            depth_np, dconf_np, pts_np = depth.cpu().numpy(), dconf.cpu().numpy(), pts.cpu().numpy()
+            mask_np = None if mask is None else mask.cpu().numpy()
             tracks = vis = tconf = None
             if "track" in raw:
-                tracks = pm.model_to_input(raw["track"][s].double()).float().cpu().numpy()
-                vis = raw["vis"][s].cpu().numpy() if "vis" in raw else None
-                tconf = raw["conf"][s].cpu().numpy() if "conf" in raw else None
+                tracks = pm.model_to_input(raw["track"].index_select(0, sel).cpu().double()).float().numpy()
+                vis = raw["vis"].index_select(0, sel).cpu().numpy() if "vis" in raw else None
+                tconf = raw["conf"].index_select(0, sel).cpu().numpy() if "conf" in raw else None
+            for j, s in enumerate(idx):
+                per_frame[s] = dict(
+                    depth=depth_np[j], depth_conf=dconf_np[j], points_world=pts_np[j],
+                    points_conf=dconf_np[j] if pconf is None else pconf[j],
+                    dynamic_mask=None if mask_np is None else mask_np[j],
+                    tracks=None if tracks is None else tracks[j], track_vis=None if vis is None else vis[j],
+                    track_conf=None if tconf is None else tconf[j])
+        frames: List[FramePrediction] = []
+        for s in range(S):
             frames.append(FramePrediction(
                 index=s,
                 time_index=int(labels[s // V]),
                 view_index=s % V,
-                image_hw=pm.input_hw,
+                image_hw=maps[s].input_hw,
                 cam_from_world=cfw_np[s],
                 intrinsics=K_in_np[s],
                 intrinsics_known=K_known is not None,
-                depth=depth.float().cpu().numpy(),
-                depth_conf=dconf.float().cpu().numpy(),
-                points_world=pts.cpu().numpy(),
-                points_conf=pconf.float().cpu().numpy(),
-                dynamic_mask=None if mask is None else mask.float().cpu().numpy(),
-                tracks=tracks,
-                track_vis=vis,
-                track_conf=tconf,
-                pixel_map=pm,
+                pixel_map=maps[s],
+                **per_frame[s],
             ))
         return WindowPrediction(
             frames=frames,
@@ -425,8 +531,42 @@ class Predictor:
         )
 
 
+def _accepts_keyword(model: nn.Module, name: str) -> bool:
+    """True if ``model``'s forward takes keyword ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def pack_frames(frames: Sequence[np.ndarray], buffer: torch.Tensor) -> List[Tuple[int, Tuple[int, ...]]]:
+    """Copy uint8 arrays back to back into the flat uint8 ``buffer`` (e.g. pinned host memory).
+
+    Returns ``(offset, shape)`` per frame, for :func:`unpack_like`. ``buffer`` must hold the total size.
+    """
+    layout = []
+    flat = buffer.numpy()
+    off = 0
+    for f in frames:
+        n = int(f.size)
+        flat[off : off + n].reshape(f.shape)[...] = f  # one memcpy per frame (handles non-contiguous input)
+        layout.append((off, tuple(f.shape)))
+        off += n
+    return layout
+
+
+def unpack_like(flat: torch.Tensor, layout: Sequence[Tuple[int, Tuple[int, ...]]]) -> List[torch.Tensor]:
+    """Views of the flat tensor ``flat`` (same packing as :func:`pack_frames`), one per frame."""
+    out = []
+    for off, shape in layout:
+        n = int(np.prod(shape))
+        out.append(flat[off : off + n].view(shape))
+    return out
+
+
 def _apply(T: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Apply one (4, 4) transform to (..., 3) points."""
+    """Apply one (4, 4) transform to (..., 3) points (in the points' dtype)."""
     return pts @ T[:3, :3].T.to(pts.dtype) + T[:3, 3].to(pts.dtype)
 
 

@@ -8,7 +8,7 @@ extras live under their own prefixes: ``mask_head.*`` (dense dynamic-mask DPT he
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Collection, Dict, FrozenSet, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -17,6 +17,15 @@ from .aggregator import Aggregator
 from .heads import CameraHead, DPTHead, TrackHead
 
 VGGT_DPT_LAYERS = (4, 11, 17, 23)
+
+#: head names accepted by ``VGGT4D.forward(heads=...)`` -> model attribute
+HEAD_ATTRS: Dict[str, str] = {
+    "camera": "camera_head",
+    "depth": "depth_head",
+    "point": "point_head",
+    "mask": "mask_head",
+    "track": "track_head",
+}
 
 
 def scaled_layers(depth: int, reference: Sequence[int] = VGGT_DPT_LAYERS, reference_depth: int = 24) -> List[int]:
@@ -56,16 +65,39 @@ class VGGT4D(nn.Module):
     def patch_size(self) -> int:
         return self.aggregator.patch_size
 
-    def required_layers(self) -> List[int]:
-        """Aggregator layers the enabled heads read (camera head: the last one)."""
+    def enabled_heads(self) -> FrozenSet[str]:
+        """Names (keys of :data:`HEAD_ATTRS`) of the heads this model has."""
+        return frozenset(n for n, a in HEAD_ATTRS.items() if getattr(self, a, None) is not None)
+
+    @staticmethod
+    def check_heads(heads: Optional[Collection[str]]) -> Optional[FrozenSet[str]]:
+        """Validate a ``heads`` selection: None (all) or names of :data:`HEAD_ATTRS`; raises ``ValueError``."""
+        if heads is None:
+            return None
+        if isinstance(heads, str):
+            raise ValueError(f"heads must be a collection of names, got the string {heads!r}")
+        sel = frozenset(heads)
+        unknown = sel - set(HEAD_ATTRS)
+        if unknown:
+            raise ValueError(f"unknown heads {sorted(unknown)}; known: {sorted(HEAD_ATTRS)}")
+        return sel
+
+    def required_layers(self, heads: Optional[Collection[str]] = None) -> List[int]:
+        """Aggregator layers the enabled heads read (camera head: the last one).
+
+        Args:
+            heads: restrict to these heads (names of :data:`HEAD_ATTRS`); None = every enabled head.
+        """
+        sel = self.check_heads(heads)
         need = set()
-        if self.camera_head is not None:
-            need.add(self.aggregator.depth - 1)
-        for head in (self.depth_head, self.point_head, self.mask_head):
-            if head is not None:
+        for name, attr in HEAD_ATTRS.items():
+            head = getattr(self, attr, None)
+            if head is None or (sel is not None and name not in sel):
+                continue
+            if name == "camera":
+                need.add(self.aggregator.depth - 1)
+            else:
                 need.update(head.intermediate_layer_idx)
-        if self.track_head is not None:
-            need.update(self.track_head.intermediate_layer_idx)
         return sorted(need)
 
     def forward(
@@ -77,6 +109,7 @@ class VGGT4D(nn.Module):
         reference_index: int = 0,
         layout: Optional[str] = None,
         patch_tokens: Optional[torch.Tensor] = None,
+        heads: Optional[Collection[str]] = None,
     ) -> Dict[str, Any]:
         """Predict cameras, depth, points (and tracks, masks) for a window.
 
@@ -88,12 +121,21 @@ class VGGT4D(nn.Module):
             reference_index: world frame (camera/register token 0; tracks are queried in it).
             layout: ``"global"`` / ``"spatiotemporal"`` (default: the model's).
             patch_tokens: optional cached ``(B, S, h*w, C)`` from ``aggregator.embed_frames``.
+            heads: run only these heads: a collection of ``"camera"``, ``"depth"``, ``"point"``, ``"mask"``,
+                ``"track"``; None (default) runs every head the model has. A selected head the model lacks is
+                ignored; a head left out produces no keys (e.g. no ``world_points`` without ``"point"``).
+                The aggregator always runs in full (it computes the layers it keeps, whatever the heads).
         Returns:
             dict with VGGT's keys ``pose_enc`` (B,S,9), ``pose_enc_list``, ``depth`` (B,S,H,W,1),
             ``depth_conf`` (B,S,H,W), ``world_points`` (B,S,H,W,3), ``world_points_conf``, ``images``; with
             queries ``track`` (B,S,N,2), ``vis``, ``conf`` (B,S,N); ``dynamic_mask_logits`` (B,S,H,W) with the
-            mask head; ``page_mask`` (B,S,h,w) dynamic probability with PAGE-4D.
+            mask head; ``page_mask`` (B,S,h,w) dynamic probability with PAGE-4D. Only the selected heads' keys.
         """
+        sel = self.check_heads(heads)
+
+        def use(name: str) -> bool:
+            return getattr(self, HEAD_ATTRS[name], None) is not None and (sel is None or name in sel)
+
         if images.dim() == 4:
             images = images.unsqueeze(0)
         if query_points is not None and query_points.dim() == 2:
@@ -112,20 +154,20 @@ class VGGT4D(nn.Module):
         )
         out: Dict[str, Any] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
-            if self.camera_head is not None:
+            if use("camera"):
                 poses = self.camera_head(tokens)
                 out["pose_enc"] = poses[-1]
                 out["pose_enc_list"] = poses
-            if self.depth_head is not None:
+            if use("depth"):
                 out["depth"], out["depth_conf"] = self.depth_head(tokens, images=images, patch_start_idx=psi)
-            if self.point_head is not None:
+            if use("point"):
                 out["world_points"], out["world_points_conf"] = self.point_head(tokens, images=images, patch_start_idx=psi)
-            if self.mask_head is not None:
+            if use("mask"):
                 logits, _ = self.mask_head(tokens, images=images, patch_start_idx=psi)
                 out["dynamic_mask_logits"] = logits[..., 0]
         if "page_static" in aux:
             out["page_mask"] = 1.0 - aux["page_static"]
-        if self.track_head is not None and query_points is not None:
+        if use("track") and query_points is not None:
             out.update(self._track(tokens, images, psi, query_points, reference_index))
         if not self.training:
             out["images"] = images
