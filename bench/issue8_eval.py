@@ -21,7 +21,18 @@ run                metric scale  intrinsics   keypoint ids
 =================  ============  ===========  ===============
 
 plus ``pred_K`` / ``known_K`` on the same seeds rendered with a field of view outside the training
-distribution (``--fov-study``, default 55 degrees; the model was trained at 70 degrees only).
+distribution (``--fov-study``, default 55 degrees; the model was trained at 70 degrees only), and ONE
+camera (camera 0 of the same sequences alone, its own inferences) with each one-camera scale source:
+
+=================  ==================================================================================
+run                metric scale
+=================  ==================================================================================
+``mono_none``      none (up to scale)
+``mono_depth``     ``"sensor_depth"``: the true depth degraded like a depth camera (``--sensor-noise``
+                   multiplicative Gaussian noise, ``--sensor-holes`` of the pixels missing, mm quantised)
+``mono_height``    ``camera_height_m``: the rig's nominal height above the floor (z = 0) plus camera 0's
+                   mounting height (the true instantaneous height wobbles by +-6 cm around it)
+=================  ==================================================================================
 
 Metrics: trajectory of camera 0 (evo ATE after Sim(3) and after SE(3) alignment, metres), the output
 scale against the truth three ways (trajectory Sim(3) scale, depth median ratio, rig baseline), depth
@@ -58,17 +69,24 @@ TABLE_BEGIN = "<!-- issue8-table:begin (written by bench/issue8_eval.py) -->"
 TABLE_END = "<!-- issue8-table:end -->"
 
 RUNS = {
-    "base": dict(metric_scale="auto", use_camera_info_intrinsics=False, carry=True),
-    "no_metric": dict(metric_scale="none", use_camera_info_intrinsics=False, carry=True),
-    "known_K": dict(metric_scale="auto", use_camera_info_intrinsics=True, carry=True),
-    "known_K_no_metric": dict(metric_scale="none", use_camera_info_intrinsics=True, carry=True),
-    "no_carry": dict(metric_scale="auto", use_camera_info_intrinsics=False, carry=False),
+    "base": dict(scale_source="auto", use_camera_info_intrinsics=False, carry=True),
+    "no_metric": dict(scale_source="none", use_camera_info_intrinsics=False, carry=True),
+    "known_K": dict(scale_source="auto", use_camera_info_intrinsics=True, carry=True),
+    "known_K_no_metric": dict(scale_source="none", use_camera_info_intrinsics=True, carry=True),
+    "no_carry": dict(scale_source="auto", use_camera_info_intrinsics=False, carry=False),
 }
 # The same seeds rendered with a field of view the model never saw in training (it was trained at 70 deg
 # only, so at 70 deg its predicted intrinsics are already close): known intrinsics on and off.
 FOV_RUNS = {
-    "pred_K": dict(metric_scale="auto", use_camera_info_intrinsics=False, carry=True),
-    "known_K": dict(metric_scale="auto", use_camera_info_intrinsics=True, carry=True),
+    "pred_K": dict(scale_source="auto", use_camera_info_intrinsics=False, carry=True),
+    "known_K": dict(scale_source="auto", use_camera_info_intrinsics=True, carry=True),
+}
+# Camera 0 alone (the one-camera scale sources); "sensor" adds a degraded depth image to its frames,
+# "height" passes the nominal camera height.
+MONO_RUNS = {
+    "mono_none": dict(scale_source="none", use_camera_info_intrinsics=False, carry=True),
+    "mono_depth": dict(scale_source="depth", use_camera_info_intrinsics=False, carry=True, sensor=True),
+    "mono_height": dict(scale_source="camera_height", use_camera_info_intrinsics=False, carry=True, height=True),
 }
 
 
@@ -152,8 +170,21 @@ def dynamic_voxel_share(vmap: Any, dyn_keys: np.ndarray, static_keys: np.ndarray
             "dynamic_point_share": float(nd.sum() / tot.sum()) if tot.sum() else float("nan")}
 
 
+def sensor_depth(depth: np.ndarray, rng: np.random.Generator, noise: float, holes: float) -> np.ndarray:
+    """A depth camera's view of the true depth (H, W) metres: multiplicative Gaussian noise (std ``noise``),
+    a share ``holes`` of the pixels missing, quantised to millimetres (16UC1); float32 metres, NaN = no data."""
+    d = np.asarray(depth, np.float64) * (1.0 + noise * rng.standard_normal(depth.shape))
+    mm = np.clip(np.round(d * 1000.0), 0, 65535).astype(np.uint16)
+    mm[rng.random(mm.shape) < holes] = 0
+    out = mm.astype(np.float32) / np.float32(1000.0)
+    out[mm == 0] = np.nan
+    return out
+
+
 class CachedPredictor:
     """Wraps a Predictor: identical requests (window steps, intrinsics, queries) are answered once."""
+
+    supports_frame_keys = False  # the pipeline's patch-embedding cache keys are not passed through
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -177,8 +208,10 @@ class CachedPredictor:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def make_windows(seq, frames, num_steps: int, stride: int):
-    cams = tuple(seq.camera_names)
+def make_windows(seq, frames, num_steps: int, stride: int, cams: Optional[Sequence[str]] = None,
+                 sensor: Optional[Dict[int, np.ndarray]] = None):
+    """Windows of ``cams`` (default all cameras); ``sensor``: stamp_ns -> depth image of camera 0."""
+    cams = tuple(cams or seq.camera_names)
     for s in range(0, len(frames) - num_steps + 1, stride):
         fr = []
         for t in range(num_steps):
@@ -187,6 +220,8 @@ def make_windows(seq, frames, num_steps: int, stride: int):
                 cf = f.cameras[c]
                 fr.append({"rgb": cf.rgb, "stamp": int(cf.stamp_ns), "stamp_ns": int(cf.stamp_ns),
                            "frame_id": seq.optical_frames[c], "info": SimpleNamespace(k=cf.K.ravel().tolist())})
+                if sensor is not None and c == cams[0]:
+                    fr[-1]["sensor_depth"] = sensor[int(cf.stamp_ns)]
         yield SimpleNamespace(num_views=len(cams), num_steps=num_steps, step_ids=tuple(range(s, s + num_steps)),
                               frames=fr, camera_names=cams)
 
@@ -197,10 +232,11 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
     from vggt4d_ros.mapping import VoxelMap, static_points
     from vggt4d_ros.pipeline import Pipeline, PipelineConfig
 
-    cams = list(seq.camera_names)
+    cams = list(run.get("cameras") or seq.camera_names)
     cfg = PipelineConfig(cameras=cams, model_config="tiny", device="cpu", target_width=args.width,
-                         num_steps=args.steps, keypoints_max=args.keypoints, metric_scale=run["metric_scale"],
-                         use_camera_info_intrinsics=run["use_camera_info_intrinsics"])
+                         num_steps=args.steps, keypoints_max=args.keypoints, scale_source=run["scale_source"],
+                         use_camera_info_intrinsics=run["use_camera_info_intrinsics"],
+                         camera_height_m=float(run.get("camera_height_m", 0.0)))
     pipe = Pipeline(cfg, predictor=predictor)
     by_stamp = {f.cameras[c].stamp_ns: (f, c) for f in frames for c in cams}
     est_ns, est_T, ref_T = [], [], []
@@ -212,14 +248,16 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
     if run.get("map"):
         maps = {k: VoxelMap(args.voxel, max_voxels=2_000_000) for k in ("all", "predicted_mask", "gt_mask")}
         labels = {k: ([], []) for k in maps}
-    states = []
-    for win in make_windows(seq, frames, args.steps, args.stride):
+    states, sources, measured = [], [], []
+    for win in make_windows(seq, frames, args.steps, args.stride, cams, run.get("sensor_depth")):
         if not run["carry"] and pipe._tracks is not None:
             pipe._tracks._pos = {}  # forget the carried positions: every window detects new points, new ids
         res = pipe.process(win, seq.T_base_cam)
         win_scales.append(res.scale)
         metric_flags.append(res.scale_is_metric)
         states.append(res.tracking_state)
+        sources.append(res.scale_source)
+        measured.append(res.scale_measured)
         for step in res.steps:
             c0 = step.cameras.get(cams[0])
             if c0 is None:
@@ -264,7 +302,9 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
                 id_sets.append([])
     out: Dict[str, Any] = {"steps_out": len(est_ns), "windows": len(win_scales),
                            "scale_is_metric": bool(np.all(metric_flags)),
-                           "tracking_states": {str(s): int(n) for s, n in zip(*np.unique(states, return_counts=True))}}
+                           "tracking_states": {str(s): int(n) for s, n in zip(*np.unique(states, return_counts=True))},
+                           "scale_sources": {str(s): int(n) for s, n in zip(*np.unique(sources, return_counts=True))},
+                           "windows_scale_measured": int(np.isfinite(measured).sum())}
     try:
         tm = trajectory_metrics(np.array(est_ns), np.array(ref_T), np.array(est_ns), np.array(est_T))
         out["ate_sim3_m"] = tm["sim3"]["ate_rmse"]
@@ -336,7 +376,8 @@ def make_table(doc: Dict[str, Any]) -> str:
     seeds = ", ".join(str(s["seed"]) for s in per)
     lines = [f"Seeds {seeds} (held out), {st['duration_s']:g} s at 10 Hz, 2 cameras ({st['width']}x{st['height']}), "
              f"windows of {T} steps every {st['stride']}, tiny model on the CPU; means over seeds. Same sequences, "
-             "same run.", "", "| feature | metric | off | on |", "|---|---|---|---|"]
+             "same run" + ("; the one-camera rows run camera 0 alone (off = no scale source)." if per and "mono" in per[0]
+                           else "."), "", "| feature | metric | off | on |", "|---|---|---|---|"]
 
     def rows(feature, off, on, items, extra=None):
         for i, (label, key, fmt) in enumerate(items):
@@ -357,6 +398,17 @@ def make_table(doc: Dict[str, Any]) -> str:
                ("3D point error (median-scaled, / depth)", "point_rel_error", f3),
                ("depth AbsRel (median per frame)", "depth_abs_rel_per_frame", f3)]
     poses = [("ATE after SE(3), m", "ate_se3_m", f3), ("ATE after Sim(3), m", "ate_sim3_m", f3)]
+    if per and "mono" in per[0]:
+        M = {name: [s["mono"][name] for s in per] for name in MONO_RUNS}
+        mono_items = [("scale error, depth (median per frame)", "depth_scale_error_median", pct),
+                      ("ATE after SE(3), m", "ate_se3_m", f3), ("ATE after Sim(3), m", "ate_sim3_m", f3),
+                      ("depth AbsRel as published (no alignment)", "depth_abs_rel_raw", f3)]
+        for label, name in ((f"one camera: depth topic ({100 * st['sensor_noise']:g} % noise, "
+                             f"{100 * st['sensor_holes']:g} % holes, mm)", "mono_depth"),
+                            ("one camera: known camera height", "mono_height")):
+            rows(label, traj_err(M["mono_none"]), traj_err(M[name]),
+                 [("scale error, trajectory (Sim(3) scale)", "e", pct)])
+            rows("", M["mono_none"], M[name], mono_items)
     rows("known intrinsics (CameraInfo)", R["base"], R["known_K"], k_items + poses)
     if per and "fov_study" in per[0]:
         a = [s["fov_study"]["pred_K"] for s in per]
@@ -407,6 +459,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--mask-threshold", type=float, default=0.5)
     ap.add_argument("--fov-study", type=float, default=55.0,
                     help="field of view (deg) of the intrinsics study sequences; 0 skips it")
+    ap.add_argument("--sensor-noise", type=float, default=0.015,
+                    help="multiplicative noise (std) of the simulated depth camera of the one-camera runs")
+    ap.add_argument("--sensor-holes", type=float, default=0.2, help="share of missing depth-camera pixels")
+    ap.add_argument("--no-mono", action="store_true", help="skip the one-camera scale-source runs")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--save", type=Path, default=None, help="write the JSON here")
     ap.add_argument("--doc", type=Path, default=None, help="Markdown file whose table is replaced")
@@ -447,7 +503,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   flush=True)
         entry = {"seed": seed, "config": sc.to_dict(), "render_s": render_s, "inferences": pred.calls,
                  "inference_s_mean": float(np.mean(pred.seconds)) if pred.seconds else float("nan"), "runs": runs}
-        del frames, pred
+        del pred
+        if not args.no_mono:
+            c0 = seq.camera_names[0]
+            rng = np.random.default_rng(1000 + seed)
+            sensor = {int(f.cameras[c0].stamp_ns): sensor_depth(f.cameras[c0].depth, rng, args.sensor_noise,
+                                                                args.sensor_holes) for f in frames}
+            height = float(seq.scene.rig_path.height + seq.T_base_cam[c0][2, 3])  # nominal, floor at z = 0
+            true_h = np.array([f.cameras[c0].T_world_cam[2, 3] for f in frames])
+            predm = CachedPredictor(inner)  # camera 0 alone: its own inferences
+            entry["mono"] = {"camera_height_m": height, "true_camera_height_m": {
+                "min": float(true_h.min()), "max": float(true_h.max()), "mean": float(true_h.mean())}}
+            for name, run in MONO_RUNS.items():
+                r_cfg = dict(run, map=False, cameras=[c0])
+                if run.get("sensor"):
+                    r_cfg["sensor_depth"] = sensor
+                if run.get("height"):
+                    r_cfg["camera_height_m"] = height
+                t0 = time.perf_counter()
+                r = run_sequence(seq, frames, predm, r_cfg, args)
+                r["wall_s"] = time.perf_counter() - t0
+                entry["mono"][name] = r
+                print(f"seed {seed} {name}: ATE se3 {r.get('ate_se3_m', float('nan')):.3f} m, sim3 "
+                      f"{r.get('ate_sim3_m', float('nan')):.3f} m, depth ratio {r['depth_scale_ratio_median']:.3f}, "
+                      f"sources {r['scale_sources']} ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+            del predm, sensor
+        del frames
         if args.fov_study > 0:
             sc2 = SynthConfig(**dict(sc.to_dict(), fov_deg=args.fov_study))
             seq2 = SynthSequence(sc2)
@@ -472,7 +553,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "moving_objects": args.objects, "steps": args.steps, "stride": args.stride,
                      "keypoints_max": args.keypoints, "voxel_m": args.voxel, "decimation": args.decimation,
                      "min_confidence": args.min_confidence, "mask_threshold": args.mask_threshold,
-                     "fov_deg": 70.0, "fov_study_deg": args.fov_study, "runs": RUNS, "fov_runs": FOV_RUNS},
+                     "fov_deg": 70.0, "fov_study_deg": args.fov_study, "runs": RUNS, "fov_runs": FOV_RUNS,
+                     "mono_runs": {k: {a: b for a, b in v.items()} for k, v in MONO_RUNS.items()},
+                     "sensor_noise": args.sensor_noise, "sensor_holes": args.sensor_holes},
         "per_seed": per_seed,
         "wall_s": time.perf_counter() - t_start,
     }
