@@ -242,3 +242,23 @@ def test_pipeline_one_camera_known_height(one_camera):
     # Explicit depth without any depth image: not metric, with the reason.
     r = _pipe(oc, scale_source="depth").process(_window(oc, 0, False), oc.seq.T_base_cam)
     assert not r.scale_is_metric and r.scale_source == "none" and "valid pixels" in r.scale_note
+
+
+def test_sensor_depth_matcher_pairs_by_stamp_in_either_order():
+    from vggt4d_ros.scale import SensorDepthMatcher
+
+    m = SensorDepthMatcher(tolerance_s=0.02, max_items=3)
+    d = {k: np.full((2, 2), k, np.float32) for k in range(5)}
+    m.add_depth(1_000_000_000, d[0])
+    early = {"stamp_ns": 1_005_000_000}
+    assert m.add_frame(early) and early["sensor_depth"] is d[0]  # depth first
+    late = {"stamp_ns": 2_000_000_000}
+    assert not m.add_frame(late) and "sensor_depth" not in late
+    assert m.add_depth(2_030_000_000, d[1]) == 0  # 30 ms: outside the tolerance
+    assert m.add_depth(2_015_000_000, d[2]) == 1 and late["sensor_depth"] is d[2]  # frame first
+    assert m.add_depth(1_999_000_000, d[3]) == 1 and late["sensor_depth"] is d[3]  # a nearer one replaces it
+    assert early["sensor_depth"] is d[0] and m.attached == 2
+    for k in range(3):  # bounded: the early frame leaves the buffer
+        m.add_frame({"stamp_ns": 5_000_000_000 + k})
+    m.add_depth(1_004_000_000, d[4])
+    assert early["sensor_depth"] is d[0] and len(m._frames) == 3 and len(m._depths) == 3

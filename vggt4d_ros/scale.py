@@ -19,15 +19,17 @@ or the result implausible; the caller then keeps the chain's held scale. No ROS 
 """
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import cv2
 import numpy as np
 
 __all__ = [
     "ScaleEstimate", "PlaneFit", "resample_depth_nearest", "scale_from_sensor_depth", "up_in_camera",
-    "surface_normals", "fit_ground_plane", "scale_from_camera_height",
+    "surface_normals", "fit_ground_plane", "scale_from_camera_height", "SensorDepthMatcher",
 ]
 
 _NAN = float("nan")
@@ -313,3 +315,51 @@ def scale_from_camera_height(
         return ScaleEstimate(_NAN, support, len(per_frame), spread,
                              f"camera height: per-frame scales disagree (spread {spread:.2f} > {max_spread})")
     return ScaleEstimate(float(np.exp(np.median(lg))), support, len(per_frame), spread)
+
+
+# ----------------------------------------------------------------------------------------- pairing by stamp
+class SensorDepthMatcher:
+    """Attaches depth images to camera frame payloads by stamp, whichever arrives first.
+
+    A frame payload (a dict with ``stamp_ns``) gets ``payload[key] = depth`` from the depth image nearest in
+    stamp within ``tolerance_s``; a depth image arriving after its frame (a driver's alignment takes time)
+    still reaches it while the frame is among the last ``max_items`` frames, and replaces a farther one.
+    Bounded: the last ``max_items`` depth images and frames. Thread-safe (callbacks of several threads).
+    """
+
+    def __init__(self, tolerance_s: float = 0.02, max_items: int = 15, key: str = "sensor_depth") -> None:
+        self.tolerance_ns = int(round(float(tolerance_s) * 1e9))
+        self.key = key
+        self._depths: deque = deque(maxlen=int(max_items))  # (stamp_ns, (H, W) float32 metres)
+        self._frames: deque = deque(maxlen=int(max_items))  # [stamp_ns, payload, |dt| of the attached depth]
+        self._lock = threading.Lock()
+        self.attached = 0  # frames that received a depth image (counted once each)
+
+    def _attach(self, entry: list, stamp_ns: int, depth: np.ndarray) -> None:
+        dt = abs(int(stamp_ns) - entry[0])
+        if dt <= self.tolerance_ns and dt < entry[2]:
+            if entry[2] > self.tolerance_ns:
+                self.attached += 1
+            entry[1][self.key] = depth
+            entry[2] = dt
+
+    def add_frame(self, payload: Dict[str, Any]) -> bool:
+        """Attach the nearest buffered depth image to ``payload`` (when within tolerance); True if attached."""
+        entry = [int(payload["stamp_ns"]), payload, self.tolerance_ns + 1]
+        with self._lock:
+            for stamp, depth in self._depths:
+                self._attach(entry, stamp, depth)
+            self._frames.append(entry)
+        return entry[2] <= self.tolerance_ns
+
+    def add_depth(self, stamp_ns: int, depth: np.ndarray) -> int:
+        """Buffer a depth image (H, W) float32 metres and give it to recent frames it is nearer to; returns
+        how many frames it was attached to."""
+        n = 0
+        with self._lock:
+            self._depths.append((int(stamp_ns), depth))
+            for entry in self._frames:
+                before = entry[2]
+                self._attach(entry, stamp_ns, depth)
+                n += entry[2] != before
+        return n
