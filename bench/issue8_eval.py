@@ -46,7 +46,7 @@ against the ground-truth tracks (ids matched on first sight, then followed).
 Usage::
 
     python bench/issue8_eval.py                       # seeds 0 1 2, 3 s each, prints JSON + the table
-    python bench/issue8_eval.py --save bench/results/issue8-tiny-cpu.json --doc docs/scale-and-map.md
+    python bench/issue8_eval.py --save bench/results/issue8-tiny-cpu.json --doc docs/scale-and-map.md README.md
 """
 from __future__ import annotations
 
@@ -465,7 +465,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--no-mono", action="store_true", help="skip the one-camera scale-source runs")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--save", type=Path, default=None, help="write the JSON here")
-    ap.add_argument("--doc", type=Path, default=None, help="Markdown file whose table is replaced")
+    ap.add_argument("--doc", type=Path, nargs="+", default=[],
+                    help="Markdown files whose table (between the issue8-table markers) is replaced")
     args = ap.parse_args(argv)
 
     import torch
@@ -567,8 +568,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(text + "\n")
-    if args.doc:
-        write_doc(args.doc, table)
+    for path in args.doc:
+        write_doc(path, table)
     return 0
 
 
