@@ -196,6 +196,11 @@ def test_tf_odometry_and_status(run):
     status = [m for _, m in out["/vggt4d/status"]]
     assert {s.tracking_state for s in status} <= {0, 1, 2, 3}
     assert any(s.num_time_steps == T and s.num_views == 2 for s in status)
+    # One status per consumed time step, in stamp order (lock-step: no step is skipped): the filling
+    # steps' acknowledgements are not re-reported by the first window.
+    st_ns = [s.header.stamp.sec * 10 ** 9 + s.header.stamp.nanosec for s in status]
+    cam0 = sorted(m.header.stamp.sec * 10 ** 9 + m.header.stamp.nanosec for m in run["in"]["/cam0/image_raw"])
+    assert st_ns == cam0
 
 
 def test_keypoints_ids_stable(run):

@@ -98,17 +98,18 @@ def test_loop_backsteps_allowed_once_per_input_restart():
     chk = IntegrityChecker(loop_start_ns=T0, loop_end_ns=T0 + 39 * DT, loops=lambda: restarts["n"])
     for i in range(10, 40):
         assert chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + i * DT))
-    assert not chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 25 * DT))  # back, but the input did not loop
-    restarts["n"] = 1
-    assert chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 2 * DT))  # the loop: accepted once
+    # The node may see a restart before the monitor counts it: one backstep ahead of the count passes.
+    assert chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 2 * DT))
     assert chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 5 * DT))
-    assert not chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 3 * DT))  # a second backstep in one loop
+    assert not chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 3 * DT))  # a second backstep, no restart
+    restarts["n"] = 1  # the monitor now counted the one restart
     assert not chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 3 * DT))  # repeated stamp
+    assert chk.check("/d", "sensor_msgs/msg/Image", _depth(T0 + 45 * DT))  # forward again: fine
     rep = chk.report.as_dict()
-    assert rep["loop_backsteps"] == {"/d": 1} and rep["stamp_violations"] == {"/d": 3}
+    assert rep["loop_backsteps"] == {"/d": 1} and rep["stamp_violations"] == {"/d": 2}
 
 
-def test_status_acks_and_results_are_separate_streams():
+def test_status_is_one_strictly_increasing_stream():
     from vggt4d_ros.msg import WindowStatus
 
     chk = IntegrityChecker()
@@ -118,11 +119,11 @@ def test_status_acks_and_results_are_separate_streams():
         m.header = _header(t, "odom")
         return m
 
-    # acks for a filling window, then the window's results re-stamp the same steps (the node's protocol)
-    for t, n in [(T0, 0), (T0 + DT, 0), (T0, 2), (T0 + DT, 2), (T0 + 2 * DT, 2), (T0 + 2 * DT, 0)]:
+    # acks for a filling window, then the window's result for its newest step (the node's sequencer)
+    for t, n in [(T0, 0), (T0 + DT, 0), (T0 + 2 * DT, 4), (T0 + 3 * DT, 0)]:
         assert chk.check("/s", "vggt4d_ros/msg/WindowStatus", st(t, n))
-    assert not chk.check("/s", "vggt4d_ros/msg/WindowStatus", st(T0 + DT, 2))  # a result going back
-    assert not chk.check("/s", "vggt4d_ros/msg/WindowStatus", st(T0, 0))  # an ack going back
+    assert not chk.check("/s", "vggt4d_ros/msg/WindowStatus", st(T0 + 3 * DT, 4))  # re-reported step
+    assert not chk.check("/s", "vggt4d_ros/msg/WindowStatus", st(T0 + 2 * DT, 0))  # an ack going back
 
 
 def test_verdict_on_synthetic_series():

@@ -20,13 +20,14 @@ Checks per type (``pkg/msg/Name``):
 - ``tf2_msgs/msg/TFMessage``: unit quaternions, finite translations, non-empty frame ids.
 - ``diagnostic_msgs/msg/DiagnosticArray``: level 0..3 (values are kept, see :attr:`last_diagnostics`).
 
-Stamps: per topic the header stamps must increase strictly (``status``: its per-step results strictly, its
-acknowledgements of steps without output never decreasing, each stream on its own). A bag that loops makes the node reset and
+Stamps: per topic the header stamps must increase strictly (``status`` too: the node orders its per-step
+results and acknowledgements into one stream). A bag that loops makes the node reset and
 its stamps start over: a backward step is accepted (and counted as ``loop_backsteps``) only when it
 lands within ``loop_allow_s`` seconds of ``loop_start_ns`` (the first stamp of the bag); any other
 backward or repeated stamp is a violation. When the caller counts the input's restarts (``loops``), a
 backward step is accepted instead when it lands inside the input's stamp range and the topic has not
-gone back more often than the input did (each loop restarts the stamps once). ``/diagnostics`` carries the node's clock, not acquisition
+gone back more often than the input did, plus one (each loop restarts the stamps once; the node may see a
+restart before the caller counts it). ``/diagnostics`` carries the node's clock, not acquisition
 stamps, and is only required to be non-decreasing.
 """
 from __future__ import annotations
@@ -105,6 +106,8 @@ class IntegrityChecker:
         self.loop_end_ns = loop_end_ns
         self.report = IntegrityReport()
         self._last_stamp: Dict[str, int] = {}
+        self._last_seq: Dict[str, Optional[int]] = {}
+        self._seq: Optional[int] = None
         self._backsteps: Dict[str, int] = {}
         self._last_odom: Optional[tuple] = None  # (position (3,), quaternion xyzw (4,))
         self.last_diagnostics: Dict[str, Dict[str, str]] = {}
@@ -116,9 +119,14 @@ class IntegrityChecker:
         if len(self.report.examples) < self.max_examples:
             self.report.examples.append(f"{kind} {topic}: {why}{self._when() if kind == 'malformed' else ''}")
 
-    def check(self, topic: str, msgtype: str, msg: Any) -> bool:
-        """Check one message; returns True when it passed every check (odometry: and did not jump)."""
+    def check(self, topic: str, msgtype: str, msg: Any, seq: Optional[int] = None) -> bool:
+        """Check one message; returns True when it passed every check (odometry: and did not jump).
+
+        ``seq``: the publisher's sequence number of the sample when the caller has it (rclpy's message
+        info); a stamp violation then names both numbers, which tells a transport duplicate (same number)
+        from a message the publisher sent twice (consecutive numbers)."""
         rep = self.report
+        self._seq = seq
         rep.messages[topic] = rep.messages.get(topic, 0) + 1
         before = rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) + rep.odom_jumps
         fn = _CHECKS.get(msgtype)
@@ -131,13 +139,7 @@ class IntegrityChecker:
         if msgtype == "nav_msgs/msg/Odometry" and not problems:
             self._odom_step(topic, msg)
         header = getattr(msg, "header", None)
-        if msgtype == "vggt4d_ros/msg/WindowStatus":
-            # Two streams share the topic: per-step results (num_time_steps > 0, one per output step, in
-            # order) and acknowledgements of steps consumed without output (window filling, dropped windows),
-            # which the input thread sends while the inference thread may still publish an older window.
-            kind = "result" if int(msg.num_time_steps) > 0 else "ack"
-            self._stamp(f"{topic}#{kind}", stamp_ns(header.stamp), report_as=topic, allow_equal=kind == "ack")
-        elif header is not None:
+        if header is not None:
             self._stamp(topic, stamp_ns(header.stamp), diagnostics=msgtype.startswith("diagnostic_msgs/"))
         elif msgtype == "tf2_msgs/msg/TFMessage" and msg.transforms:
             self._stamp(topic, max(stamp_ns(t.header.stamp) for t in msg.transforms))
@@ -146,25 +148,27 @@ class IntegrityChecker:
                 self.last_diagnostics[st.name] = {kv.key: kv.value for kv in st.values}
         return rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) + rep.odom_jumps == before
 
-    def _stamp(self, key: str, ns: int, diagnostics: bool = False, report_as: Optional[str] = None,
-               allow_equal: bool = False) -> None:
-        topic = report_as or key
+    def _stamp(self, key: str, ns: int, diagnostics: bool = False) -> None:
+        topic = key
         last = self._last_stamp.get(key)
+        last_seq = self._last_seq.get(key)
         self._last_stamp[key] = ns
+        self._last_seq[key] = self._seq
         if last is None:
             return
         if diagnostics:
             if ns < last:
                 self._bad("stamp", topic, f"diagnostics stamp went back {(last - ns) * 1e-9:.3f} s")
             return
-        if ns > last or (allow_equal and ns == last):
+        if ns > last:
             return
         if ns < last and self._is_loop(key, ns):
             self.report.loop_backsteps[topic] = self.report.loop_backsteps.get(topic, 0) + 1
             self._backsteps[key] = self._backsteps.get(key, 0) + 1
             return
         what = "repeated" if ns == last else f"went back {(last - ns) * 1e-9:.3f} s"
-        self._bad("stamp", topic, f"stamp {ns} {what} (previous {last}){self._when()}")
+        seqs = "" if self._seq is None else f", publisher sequence {last_seq} -> {self._seq}"
+        self._bad("stamp", topic, f"stamp {ns} {what} (previous {last}{seqs}){self._when()}")
 
     def _is_loop(self, key: str, ns: int) -> bool:
         if self.loop_start_ns is None:
@@ -172,7 +176,10 @@ class IntegrityChecker:
         if self.loops is None:
             return 0 <= ns - self.loop_start_ns <= self.loop_allow_ns
         end = self.loop_end_ns if self.loop_end_ns is not None else ns
-        return self.loop_start_ns <= ns <= end and self._backsteps.get(key, 0) < int(self.loops())
+        # One more than the restarts seen so far: the node may react to a restarted input before the
+        # caller's own subscription counted it (two topics, no common order). A topic going back twice per
+        # restart still fails from the second restart on.
+        return self.loop_start_ns <= ns <= end and self._backsteps.get(key, 0) < int(self.loops()) + 1
 
     def _when(self) -> str:
         return "" if self.clock is None else f" at t={self.clock():.1f} s"

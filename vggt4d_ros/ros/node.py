@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from vggt4d_ros.ros.params import CAMERA_PARAMS, NODE_PARAMS, Param, validate
+from vggt4d_ros.window.status import StatusSequencer
 
 NODE_NAME = "vggt4d"
 
@@ -115,6 +116,7 @@ def build_node_class():
             self._sync = None
             self._window = None
             self._slot = None
+            self._status: Optional[StatusSequencer] = None
             self._worker: Optional[threading.Thread] = None
             self._stop = threading.Event()
             self._subs: List[Any] = []
@@ -217,6 +219,7 @@ def build_node_class():
                                          max_pending_windows=1, keyframe=keyframe,
                                          jitter_threshold_s=float(self._p("window.max_gap_s")) or None)
             self._slot = self._window.queue
+            self._status = StatusSequencer(self._publish_status)
             self._pipeline.reset("activated")
             if self._map is not None:
                 with self._map_lock:
@@ -473,7 +476,8 @@ def build_node_class():
         def _on_reset(self, reason: str) -> None:
             self._counters["resets"] += 1
             self.get_logger().warning(f"input reset ({reason}): window and tracking restart")
-            self._window.reset()
+            with self._status.lock:
+                self._status.restart(cleared=self._window.reset())
             self._last_step_stamp_ns = None
             self._pipeline.request_reset(reason)
 
@@ -491,11 +495,14 @@ def build_node_class():
                                               f"{self._p('window.max_gap_s')})")
             self._last_step_stamp_ns = stamp_ns
             self._counters["steps_in"] += 1
-            res = self._window.push(step)
-            self._counters["windows_skipped"] += int(res.skipped)
-            if res.window is None:
-                self._publish_ack(step, message="" if res.accepted else "not a keyframe")
-                return
+            # Queueing and its status bookkeeping are one step for the inference thread (see StatusSequencer).
+            with self._status.lock:
+                res = self._window.push(step)
+                self._counters["windows_skipped"] += int(res.skipped)
+                if res.window is None:
+                    self._publish_ack(step, message="" if res.accepted else "not a keyframe")
+                    return
+                self._status.window_queued(res.window.window_id, res.skipped)
             self._counters["windows"] += 1
 
         def _on_tf_static(self, msg: TFMessage) -> None:
@@ -550,42 +557,53 @@ def build_node_class():
                     continue
                 if self._stop.is_set():
                     break
+                statuses: List[Any] = []
                 try:
                     newest = [f["arrival"] for f in win.frames[(win.num_steps - 1) * win.num_views:]
                               if f is not None and "arrival" in f]
-                    self._publish_result(result, max(newest) if newest else t0)
+                    statuses = self._publish_result(result, max(newest) if newest else t0)
                 except Exception as exc:  # noqa: BLE001
                     self._counters["errors"] += 1
                     if self._throttle.ready("publish"):
                         self.get_logger().error(f"publishing failed: {exc!r}\n{traceback.format_exc(limit=3)}")
+                finally:
+                    self._status.window_done(win.window_id, statuses)
 
         # ------------------------------------------------------------------ publishing
         def _subscribed(self, pub) -> bool:
             return pub is not None and pub.get_subscription_count() > 0
 
+        def _publish_status(self, msg) -> None:
+            pub = self._pubs.get("~/status")
+            if pub is not None:
+                pub.publish(msg)
+
         def _publish_window_ack(self, win, message: str) -> None:
+            """Status of a dropped window (its newest step), in order through the sequencer."""
             V = win.num_views
+            statuses = []
             for f in win.frames[(win.num_steps - 1) * V:]:
                 if f is not None:
-                    self._publish_ack_stamp(f["stamp"], V, message)
-                    return
+                    statuses = [(int(f["stamp_ns"]), self._ack_message(f["stamp"], V, message))]
+                    break
+            self._status.window_done(win.window_id, statuses)
 
         def _publish_ack(self, step, message: str = "") -> None:
             """Status for a time step consumed without a new inference (window filling or stride)."""
             ref = self._cameras[0] if self._cameras[0] in step.frames else next(iter(step.frames))
-            self._publish_ack_stamp(step.frames[ref]["stamp"], len(step.frames), message)
+            f = step.frames[ref]
+            self._status.ack(int(f["stamp_ns"]), self._ack_message(f["stamp"], len(step.frames), message))
 
-        def _publish_ack_stamp(self, stamp, num_views: int, message: str) -> None:
-            if "~/status" not in self._pubs:
-                return
+        def _ack_message(self, stamp, num_views: int, message: str):
             _, _, st = outmsg.ack_message(
                 self._param_values(), stamp, num_views, int(self._last_status["state"]), int(self._counters["windows"]),
                 int(self._counters["frames_dropped"]), int(self._counters["windows_skipped"]), message, ns="~")
-            self._pubs["~/status"].publish(st)
+            return st
 
-        def _publish_result(self, result, t0: float) -> None:
+        def _publish_result(self, result, t0: float) -> List[Any]:
             """Publish a window's outputs; ``t0`` is the arrival (monotonic) of the newest frame, so the status
-            latency covers waiting, inference and publishing."""
+            latency covers waiting, inference and publishing. Returns the per-step statuses ``(stamp_ns,
+            msg)`` for the sequencer (which publishes them in order)."""
             params = self._param_values()
 
             def want(topic: str) -> bool:
@@ -606,9 +624,9 @@ def build_node_class():
             if len(self._latencies) > 200:
                 del self._latencies[:100]
             self._last_status = {"state": result.tracking_state, "latency": latency, "message": result.message}
-            for topic, _, st in outmsg.status_messages(params, result, latency, int(self._counters["frames_dropped"]),
-                                                       int(self._counters["windows_skipped"]), ns="~"):
-                self._pubs[topic].publish(st)
+            msgs = outmsg.status_messages(params, result, latency, int(self._counters["frames_dropped"]),
+                                          int(self._counters["windows_skipped"]), ns="~")
+            return [(int(step.stamp_ns), st) for step, (_, _, st) in zip(result.steps, msgs)]
 
         def _publish_diagnostics(self) -> None:
             self._recheck_subscriptions()

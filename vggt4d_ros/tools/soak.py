@@ -320,15 +320,17 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         expected = output_topics(params)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
-        def on_msg(topic: str, msgtype: str, msg: Any) -> None:
+        def on_msg(topic: str, msgtype: str, msg: Any, info: Any = None) -> None:
+            seq = None
+            if isinstance(info, dict):  # rclpy's MessageInfo (Iron and later); Humble passes no info
+                seq = info.get("publication_sequence_number")
             with lock:
-                checker.check(topic, msgtype, msg)
+                checker.check(topic, msgtype, msg, seq=seq)
                 if msgtype == "vggt4d_ros/msg/WindowStatus" and msg.num_time_steps > 0:
                     processed_windows.add(int(msg.window_index))
 
         for topic, msgtype in sorted(expected.items()):
-            mon.create_subscription(message_class(msgtype), topic,
-                                    lambda m, t=topic, mt=msgtype: on_msg(t, mt, m), qos)
+            mon.create_subscription(message_class(msgtype), topic, _monitor_callback(on_msg, topic, msgtype), qos)
         mon.create_subscription(message_class("sensor_msgs/msg/Image"), img_topics[0], on_input,
                                 QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                            reliability=ReliabilityPolicy.RELIABLE), raw=True)
@@ -482,6 +484,20 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _monitor_callback(on_msg, topic: str, msgtype: str):
+    """A subscription callback for ``on_msg(topic, msgtype, msg, info)``; with two parameters rclpy (Iron
+    and later) passes the message info (sequence numbers), Humble's rclpy only the message."""
+    from rclpy.subscription import Subscription
+
+    if hasattr(Subscription, "CallbackType"):
+        def cb(msg, info):
+            on_msg(topic, msgtype, msg, info)
+    else:  # pragma: no cover - Humble
+        def cb(msg):
+            on_msg(topic, msgtype, msg, None)
+    return cb
 
 
 def _git_commit() -> Optional[str]:
