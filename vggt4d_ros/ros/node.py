@@ -396,6 +396,13 @@ def build_node_class():
                 else:
                     self._subscribe(topic, Image, lambda m, c=c: self._on_image(c, m, False))
                 self._subscribe(info_topic, CameraInfo, lambda m, c=c: self._on_info(c, m))
+            self._depth_matcher = None
+            depth_topic = str(self._p("scale.depth_topic"))
+            if depth_topic and self._cameras:  # metric depth registered to the first camera (scale source)
+                from vggt4d_ros.scale import SensorDepthMatcher
+
+                self._depth_matcher = SensorDepthMatcher(float(self._p("scale.depth_sync_tolerance_s")))
+                self._subscribe(depth_topic, Image, self._on_depth)
             static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                     reliability=ReliabilityPolicy.RELIABLE,
                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -440,6 +447,18 @@ def build_node_class():
             if pending is not None:  # an image that arrived just before its camera's first CameraInfo
                 self._on_image(cam, *pending)
 
+        def _on_depth(self, msg: Any) -> None:
+            """scale.depth_topic: decode (16UC1 mm / 32FC1 m -> float32 m, NaN invalid) and pair by stamp."""
+            matcher = getattr(self, "_depth_matcher", None)
+            if matcher is None:
+                return
+            try:
+                depth = conv.depth_from_msg(msg)
+            except conv.ImageConversionError as exc:
+                self._reject(f"{self._cameras[0]} depth", str(exc))
+                return
+            matcher.add_depth(conv.stamp_to_ns(msg.header.stamp), depth)
+
         def _on_image(self, cam: str, msg: Any, compressed: bool) -> None:
             if self._sync is None:
                 return
@@ -465,6 +484,8 @@ def build_node_class():
             frame_id = str(self._cam_p(cam, "optical_frame")) or msg.header.frame_id
             payload = {"rgb": rgb, "stamp": msg.header.stamp, "stamp_ns": stamp_ns, "frame_id": frame_id,
                        "info": info, "arrival": time.monotonic()}
+            if cam == self._cameras[0] and getattr(self, "_depth_matcher", None) is not None:
+                self._depth_matcher.add_frame(payload)  # "sensor_depth", now or when the depth image comes
             with self._lock:
                 out = self._sync.add(cam, stamp_ns * 1e-9, payload, now=time.monotonic())
                 if out.reset_reason:
