@@ -176,6 +176,7 @@ class Predictor:
         self.embed_cache_misses = 0  # frames embedded by the last predict() with frame_keys
         self.compile_options = dict(compile_options or {})
         self._compiled: Optional[nn.Module] = None
+        self._warm_grids: set = set()  # model grids already run eagerly (compile mode)
         self.compile_error: Optional[str] = None  # why compilation was abandoned (None: not tried or working)
         if compile:
             try:
@@ -227,7 +228,7 @@ class Predictor:
 
     def _compile_failed(self, exc: BaseException) -> None:
         self._compiled = None
-        self.compile_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        self.compile_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         _LOG.warning("torch.compile failed (%s); running the model in eager mode", self.compile_error)
 
     def _heads_used(self, with_tracks: bool) -> Optional[Tuple[str, ...]]:
@@ -249,8 +250,21 @@ class Predictor:
         return None if h is None else frozenset(h)
 
     def _run_model(self, *args: Any, **kw: Any) -> Dict[str, Any]:
-        """The model's forward, through torch.compile when enabled (eager again if that fails)."""
+        """The model's forward, through torch.compile when enabled (eager again if that fails).
+
+        The first window on a new model grid runs eagerly: it sizes the RoPE tables for the grid
+        (``aggregator.fix_grid``: no data-dependent ``max()``, which would break the graph in every attention
+        layer; the tables' values do not depend on their length) and fills the model's lazy per-grid caches,
+        whose contents the compiled graph's guards check (compiling on empty caches recompiles on the next call).
+        """
         if self._compiled is not None:
+            grid = tuple(args[0].shape[-2:])
+            if grid not in self._warm_grids:
+                agg = getattr(self.model, "aggregator", None)
+                if agg is not None and hasattr(agg, "fix_grid"):
+                    agg.fix_grid(*grid)
+                self._warm_grids.add(grid)
+                return self.model(*args, **kw)
             try:
                 return self._compiled(*args, **kw)
             except Exception as exc:  # noqa: BLE001 - compiler errors have many types; eager re-raises real ones
