@@ -58,6 +58,8 @@ class PipelineConfig:
     backend: str = "torch"  # "torch" or "onnxruntime" (an exported model, vggt4d-export)
     onnx_path: str = ""
     keypoints_max: int = 64
+    keypoints_geometry_check: str = "off"  # "off", "reject" or "correct" (vggt4d_ros.keypoints.GEOMETRY_CHECKS)
+    keypoints_max_reprojection_px: float = 8.0  # static track observations further from geometry fail the check
     use_camera_info_intrinsics: bool = False
     scale_source: str = "auto"  # one of SCALE_SOURCES
     camera_height_m: float = 0.0  # camera 0's optical centre above the ground (0 = unknown)
@@ -75,6 +77,13 @@ class PipelineConfig:
             self.metric_scale = None
         if self.scale_source not in SCALE_SOURCES:
             raise ValueError(f"scale_source must be one of {list(SCALE_SOURCES)}, got {self.scale_source!r}")
+        from vggt4d_ros.keypoints import GEOMETRY_CHECKS
+
+        if self.keypoints_geometry_check not in GEOMETRY_CHECKS:
+            raise ValueError(f"keypoints_geometry_check must be one of {list(GEOMETRY_CHECKS)}, "
+                             f"got {self.keypoints_geometry_check!r}")
+        if not self.keypoints_max_reprojection_px > 0:
+            raise ValueError(f"keypoints_max_reprojection_px must be > 0, got {self.keypoints_max_reprojection_px!r}")
 
 
 @dataclass
@@ -174,6 +183,8 @@ def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
         resize_mode=str(params["model.resize_mode"]), layout=str(params["model.layout"]) or None,
         num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
         keypoints_max=int(params["keypoints.max_count"]),
+        keypoints_geometry_check=str(params.get("keypoints.geometry_check", "off")),
+        keypoints_max_reprojection_px=float(params.get("keypoints.max_reprojection_px", 8.0)),
         use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
         mask_threshold=float(params["mask.threshold"]),
         scale_source=str(params.get("scale.source", "auto")),
@@ -485,6 +496,9 @@ class Pipeline:
 
         if self._tracks is None:
             self._tracks = KeypointTracker(max_count=self.cfg.keypoints_max)
+        # Every window: the check follows the config (mask.threshold is a live parameter).
+        self._tracks.configure_check(self.cfg.keypoints_geometry_check, self.cfg.keypoints_max_reprojection_px,
+                                     self.cfg.mask_threshold)
         return self._tracks.queries(win, ref)
 
 

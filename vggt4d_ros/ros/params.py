@@ -145,6 +145,14 @@ NODE_PARAMS: List[Param] = [
           static=False),
     Param("publish.keypoints", True, "Track keypoints and publish <camera>/keypoints.", static=False),
     Param("keypoints.max_count", 64, "Keypoints tracked per camera.", range=(0, 1024)),
+    Param("keypoints.geometry_check", "off", "Geometric track check: a static keypoint (dynamic mask below "
+          "mask.threshold at its query) must stay where its query pixel + predicted depth projects with each "
+          "frame's predicted pose. off: the track head as is; reject: observations further than "
+          "keypoints.max_reprojection_px are not visible, not carried, and count towards the invisible steps "
+          "that kill a track; correct: static keypoints take the geometric position (works without a track "
+          "head), dynamic ones keep the head's.", choices=("off", "reject", "correct")),
+    Param("keypoints.max_reprojection_px", 8.0, "Reprojection error above which a static keypoint observation "
+          "fails keypoints.geometry_check.", range=(0.1, 1000.0), unit="px"),
     Param("publish.keypoint_markers", True, "Publish <camera>/keypoints/markers (visualization_msgs/MarkerArray "
           "with ids) for RViz.", static=False),
     Param("map.enable", True, "Accumulate a voxel map of static points (dynamic masks removed) in odom_frame."),
