@@ -10,6 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+HELPERS = ROOT / "test" / "helpers"  # shared test code (node_harness); not a package: stdlib owns "test"
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))
 
 from vggt4d_ros.rosenv import apply_localhost_env  # noqa: E402
 

@@ -12,127 +12,24 @@ import time
 
 import numpy as np
 import pytest
+from node_harness import DT, H, T0, W, NodeHarness, harness_fixture
 
-from vggt4d_ros.pipeline import RANDOM_INIT
-
-W, H = 112, 70
-T0 = 1_700_000_000_000_000_000
-DT = 100_000_000
 NODE_TYPES = {"/vggt4d/odometry": "nav_msgs/msg/Odometry", "/vggt4d/status": "vggt4d_ros/msg/WindowStatus",
               "/vggt4d/cam0/depth": "sensor_msgs/msg/Image", "/vggt4d/cam1/depth": "sensor_msgs/msg/Image",
               "/vggt4d/cam0/depth/camera_info": "sensor_msgs/msg/CameraInfo",
               "/vggt4d/cam1/depth/camera_info": "sensor_msgs/msg/CameraInfo"}
 
 
-class Harness:
-    """The node and a test node in one process; the test node publishes inputs and records outputs."""
+class Harness(NodeHarness):
+    """The node and a test node in one process; the test node publishes inputs and records outputs,
+    /diagnostics and the node's /rosout warnings."""
 
     def __init__(self, **overrides):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rcl_interfaces.msg import Log
-        from rclpy.executors import MultiThreadedExecutor
-        from rclpy.parameter import Parameter
-        from nav_msgs.msg import Odometry
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
-
-        from vggt4d_ros.eval.integrity import IntegrityChecker
-        from vggt4d_ros.msg import WindowStatus
-        from vggt4d_ros.ros.node import build_node_class
-
-        self.ctx = rclpy.context.Context()
-        rclpy.init(context=self.ctx)
-        params = {"autostart": False, "cameras": ["cam0", "cam1"], "model.checkpoint": RANDOM_INIT,
-                  "model.device": "cpu", "model.target_width": W, "window.num_steps": 2, "sync.min_cameras": 1,
-                  "keypoints.max_count": 0, "base_frame": "", "extrinsics_timeout_s": 0.0,
-                  "sync.tolerance_ms": 5.0, "diagnostics_period_s": 0.2, "publish.camera_clouds": False,
-                  "publish.fused_cloud": False, "publish.dynamic_mask": False}
+        params = {"publish.camera_clouds": False, "publish.fused_cloud": False, "publish.dynamic_mask": False}
         params.update(overrides)
-        self.node = build_node_class()(context=self.ctx, parameter_overrides=[
-            Parameter(k, value=v) for k, v in params.items()])
-        self.node.trigger_configure()
-        self.node.trigger_activate()
-        self.test = rclpy.create_node("hostile", context=self.ctx)
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.img = {c: self.test.create_publisher(Image, f"/{c}/image_raw", qos) for c in ("cam0", "cam1")}
-        self.info = {c: self.test.create_publisher(CameraInfo, f"/{c}/camera_info", qos) for c in ("cam0", "cam1")}
-        self.lock = threading.Lock()
-        self.msgs = {t: [] for t in NODE_TYPES}
-        self.checker = IntegrityChecker(max_odom_step_m=1.0)
-        self.diag, self.logs = [], []
-        classes = {"nav_msgs/msg/Odometry": Odometry, "vggt4d_ros/msg/WindowStatus": WindowStatus,
-                   "sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo}
-        for topic, mt in NODE_TYPES.items():
-            self.test.create_subscription(classes[mt], topic, lambda m, t=topic, mt=mt: self._on(t, mt, m), 100)
-        self.test.create_subscription(DiagnosticArray, "/diagnostics", self.diag.append, 50)
-        # /rosout is transient local (rcl's rosout QoS): a late-matching subscription still gets the warnings.
-        self.test.create_subscription(Log, "/rosout", self._on_log, QoSProfile(
-            depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.ex = MultiThreadedExecutor(num_threads=2, context=self.ctx)
-        self.ex.add_node(self.node)
-        self.ex.add_node(self.test)
-        self.thread = threading.Thread(target=self.ex.spin, daemon=True)
-        self.thread.start()
-        time.sleep(1.0)  # discovery
-        self.rng = np.random.default_rng(0)
+        super().__init__("hostile", NODE_TYPES, params, diagnostics=True, rosout=True)
         self.last_t, self.last_i = None, 0
         self.capfd, self.err = None, ""
-
-    def _on(self, topic, msgtype, msg):
-        with self.lock:
-            self.msgs[topic].append(msg)
-            self.checker.check(topic, msgtype, msg)
-
-    def _on_log(self, msg):
-        if msg.name == "vggt4d":
-            self.logs.append(msg)
-
-    def close(self):
-        try:
-            self.node.trigger_deactivate()
-        finally:
-            self.ex.shutdown()
-            self.node.destroy_node()
-            self.test.destroy_node()
-            import rclpy
-
-            rclpy.shutdown(context=self.ctx)
-
-    # ------------------------------------------------------------------ inputs
-    def camera_info(self, cam, t_ns, width=W, height=H, k=None):
-        from sensor_msgs.msg import CameraInfo
-
-        from vggt4d_ros.ros.conversions import ns_to_stamp
-
-        ci = CameraInfo(width=width, height=height)
-        ci.header.stamp, ci.header.frame_id = ns_to_stamp(t_ns), f"{cam}_optical_frame"
-        ci.k = list(k) if k is not None else [100.0, 0.0, width / 2, 0.0, 100.0, height / 2, 0.0, 0.0, 1.0]
-        return ci
-
-    def image(self, cam, t_ns, *, encoding="rgb8", width=W, height=H, step=None, data=None, bpp=3):
-        from sensor_msgs.msg import Image
-
-        from vggt4d_ros.ros.conversions import ns_to_stamp
-
-        msg = Image(width=width, height=height, encoding=encoding, step=width * bpp if step is None else step)
-        msg.header.stamp, msg.header.frame_id = ns_to_stamp(t_ns), f"{cam}_optical_frame"
-        if data is None:
-            data = self.rng.integers(0, 256, size=height * msg.step, dtype=np.uint8).tobytes()
-        msg.data = data
-        return msg
-
-    def send(self, cam, t_ns, image=None, info=None, **kw):
-        self.info[cam].publish(info if info is not None else self.camera_info(cam, t_ns))
-        self.img[cam].publish(image if image is not None else self.image(cam, t_ns, **kw))
-
-    def wait(self, pred, timeout=60.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return False
 
     def drive(self, steps, start=0, cam1=None, cam0=None, pace=1.0):
         """One step per ``DT``: a good cam0 image (or ``cam0(i, t)``) and ``cam1(i, t)`` (a good one when
@@ -151,10 +48,6 @@ class Harness:
             self.wait(lambda: len(self.msgs["/vggt4d/status"]) > n, pace)
 
     # ------------------------------------------------------------------ outputs
-    def count(self, topic):
-        with self.lock:
-            return len(self.msgs[topic])
-
     def camera_diag(self, cam):
         """The newest /diagnostics entry of camera ``cam``: (level, message, values)."""
         for arr in reversed(self.diag):
@@ -189,14 +82,12 @@ class Harness:
 
 @pytest.fixture
 def harness(capfd):
-    hs = []
-
-    def make(**kw):
+    def factory(**kw):
         h = Harness(**kw)
         h.capfd = capfd
-        hs.append(h)
         return h
 
+    hs, make = harness_fixture(factory)
     yield make
     for h in hs:
         h.close()

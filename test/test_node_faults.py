@@ -1,111 +1,36 @@
 """Bad input reaches the node (in-process, real rclpy and DDS): a clear throttled warning, the node keeps
 running, the other cameras are not disturbed, and outputs stay finite."""
-import threading
 import time
 
 import numpy as np
 import pytest
+from node_harness import DT, H, T0, W, NodeHarness, harness_fixture
 
-from vggt4d_ros.pipeline import RANDOM_INIT
+TOPICS = {"/vggt4d/odometry": "nav_msgs/msg/Odometry", "/vggt4d/status": "vggt4d_ros/msg/WindowStatus",
+          "/vggt4d/cam0/depth": "sensor_msgs/msg/Image", "/vggt4d/cam1/depth": "sensor_msgs/msg/Image"}
 
-W, H = 112, 70
 
-
-class Harness:
+class Harness(NodeHarness):
     def __init__(self, **overrides):
-        import rclpy
-        from nav_msgs.msg import Odometry
-        from rclpy.executors import MultiThreadedExecutor
-        from rclpy.parameter import Parameter
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
-
-        from vggt4d_ros.msg import WindowStatus
-        from vggt4d_ros.ros.node import build_node_class
-
-        self.ctx = rclpy.context.Context()
-        rclpy.init(context=self.ctx)
-        params = {"autostart": False, "cameras": ["cam0", "cam1"], "model.checkpoint": RANDOM_INIT,
-                  "model.device": "cpu", "model.target_width": W, "window.num_steps": 2, "sync.min_cameras": 1,
-                  "keypoints.max_count": 0, "base_frame": "", "extrinsics_timeout_s": 0.0,
-                  "sync.tolerance_ms": 5.0, "diagnostics_period_s": 0.2}
-        params.update(overrides)
-        self.node = build_node_class()(context=self.ctx, parameter_overrides=[
-            Parameter(k, value=v) for k, v in params.items()])
-        self.node.trigger_configure()
-        self.node.trigger_activate()
-        self.test = rclpy.create_node("faults", context=self.ctx)
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.img = {c: self.test.create_publisher(Image, f"/{c}/image_raw", qos) for c in ("cam0", "cam1")}
-        self.info = {c: self.test.create_publisher(CameraInfo, f"/{c}/camera_info", qos) for c in ("cam0", "cam1")}
-        self.odom, self.status, self.depth = [], [], {"cam0": [], "cam1": []}
-        self.test.create_subscription(Odometry, "/vggt4d/odometry", self.odom.append, 50)
-        self.test.create_subscription(WindowStatus, "/vggt4d/status", self.status.append, 50)
-        for c in ("cam0", "cam1"):
-            self.test.create_subscription(Image, f"/vggt4d/{c}/depth", self.depth[c].append, 50)
-        self.ex = MultiThreadedExecutor(num_threads=2, context=self.ctx)
-        self.ex.add_node(self.node)
-        self.ex.add_node(self.test)
-        self.thread = threading.Thread(target=self.ex.spin, daemon=True)
-        self.thread.start()
-        time.sleep(1.0)  # discovery
-        self.rng = np.random.default_rng(0)
-
-    def close(self):
-        self.node.trigger_deactivate()
-        self.ex.shutdown()
-        self.node.destroy_node()
-        self.test.destroy_node()
-        import rclpy
-
-        rclpy.shutdown(context=self.ctx)
+        super().__init__("faults", TOPICS, overrides)
+        self.odom = self.msgs["/vggt4d/odometry"]
+        self.status = self.msgs["/vggt4d/status"]
+        self.depth = {c: self.msgs[f"/vggt4d/{c}/depth"] for c in ("cam0", "cam1")}
 
     def send(self, cam, t_ns, *, encoding="rgb8", width=W, height=H, info_wh=None, data=None, info=True):
-        from sensor_msgs.msg import CameraInfo, Image
-
-        from vggt4d_ros.ros.conversions import ns_to_stamp
-
-        stamp = ns_to_stamp(t_ns)
-        w, h = width, height
+        """An image of ``encoding``; its CameraInfo unless ``info`` is False, sized ``info_wh`` when given."""
         if info:
-            iw, ih = info_wh or (w, h)
-            ci = CameraInfo(width=iw, height=ih)
-            ci.header.stamp, ci.header.frame_id = stamp, f"{cam}_optical_frame"
-            ci.k = [100.0, 0.0, iw / 2, 0.0, 100.0, ih / 2, 0.0, 0.0, 1.0]
-            self.info[cam].publish(ci)
-        bpp = {"rgb8": 3, "32FC1": 4, "mono8": 1}.get(encoding, 3)
-        msg = Image(width=w, height=h, encoding=encoding, step=w * bpp)
-        msg.header.stamp, msg.header.frame_id = stamp, f"{cam}_optical_frame"
-        if data is None:
-            data = self.rng.integers(0, 256, size=h * w * bpp, dtype=np.uint8).tobytes()
-        msg.data = data
-        self.img[cam].publish(msg)
-
-    def wait(self, pred, timeout=60.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return False
+            iw, ih = info_wh or (width, height)
+            self.info[cam].publish(self.camera_info(cam, t_ns, iw, ih))
+        self.img[cam].publish(self.image(cam, t_ns, encoding=encoding, width=width, height=height, data=data))
 
 
 @pytest.fixture
 def harness():
-    hs = []
-
-    def make(**kw):
-        h = Harness(**kw)
-        hs.append(h)
-        return h
-
+    hs, make = harness_fixture(Harness)
     yield make
     for h in hs:
         h.close()
-
-
-T0 = 1_700_000_000_000_000_000
-DT = 100_000_000
 
 
 def _pos(o):

@@ -175,38 +175,19 @@ def verdict(samples: List[Dict[str, Any]], integrity_ok: bool, alive: bool, clea
 
 
 # ---------------------------------------------------------------------- parameters
-def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
 def effective_params(params_file: Path, overrides: List[str]) -> Dict[str, Any]:
-    """The node's parameters: table defaults, then the YAML file, then ``NAME:=VALUE`` overrides."""
+    """The node's parameters: table defaults, then the YAML file (read and validated as the replay reads
+    it), then ``NAME:=VALUE`` overrides (YAML values, as ``--ros-args -p`` takes them)."""
     import yaml
 
-    from vggt4d_ros.ros.params import NODE_PARAMS
+    from vggt4d_ros.eval.config import load_params
 
-    params: Dict[str, Any] = {p.name: p.default for p in NODE_PARAMS}
-    data = yaml.safe_load(Path(params_file).read_text()) or {}
-    for _node, body in data.items():
-        params.update(_flatten((body or {}).get("ros__parameters", {})))
+    params = load_params(params_file)
     for item in overrides:
         if ":=" not in item:
             raise ValueError(f"bad parameter {item!r} (expected NAME:=VALUE)")
         k, v = item.split(":=", 1)
-        params[k] = _parse_value(v)
+        params[k] = yaml.safe_load(v)
     return params
 
 
