@@ -18,6 +18,8 @@ run                metric scale  intrinsics   keypoint ids
 ``known_K``        rig (auto)    CameraInfo   carried
 ``known_K_no_m``   none          CameraInfo   carried
 ``no_carry``       rig (auto)    predicted    new every window
+``kp_reject``      rig (auto)    predicted    carried, geometric check "reject"
+``kp_correct``     rig (auto)    predicted    carried, geometric check "correct"
 =================  ============  ===========  ===============
 
 plus ``pred_K`` / ``known_K`` on the same seeds rendered with a field of view outside the training
@@ -41,7 +43,9 @@ AbsRel (median-aligned per frame, and raw = as published, which is only meaningf
 map (``VoxelMap`` from ``base``'s outputs, without filtering, with the predicted dynamic mask, with the
 ground-truth mask) scored by the share of its voxels that come from moving objects; keypoints (camera 0):
 id survival from one output step to the next and over a window length, track lifetime, end-point error
-against the ground-truth tracks (ids matched on first sight, then followed).
+against the ground-truth tracks (ids matched on first sight, then followed; also over the observations
+published as visible only), and the geometric check's counts (static observations checked / failing
+``--max-reprojection-px``, ids it dropped).
 
 Usage::
 
@@ -74,6 +78,8 @@ RUNS = {
     "known_K": dict(scale_source="auto", use_camera_info_intrinsics=True, carry=True),
     "known_K_no_metric": dict(scale_source="none", use_camera_info_intrinsics=True, carry=True),
     "no_carry": dict(scale_source="auto", use_camera_info_intrinsics=False, carry=False),
+    "kp_reject": dict(scale_source="auto", use_camera_info_intrinsics=False, carry=True, geometry_check="reject"),
+    "kp_correct": dict(scale_source="auto", use_camera_info_intrinsics=False, carry=True, geometry_check="correct"),
 }
 # The same seeds rendered with a field of view the model never saw in training (it was trained at 70 deg
 # only, so at 70 deg its predicted intrinsics are already close): known intrinsics on and off.
@@ -236,13 +242,17 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
     cfg = PipelineConfig(cameras=cams, model_config="tiny", device="cpu", target_width=args.width,
                          num_steps=args.steps, keypoints_max=args.keypoints, scale_source=run["scale_source"],
                          use_camera_info_intrinsics=run["use_camera_info_intrinsics"],
-                         camera_height_m=float(run.get("camera_height_m", 0.0)))
+                         camera_height_m=float(run.get("camera_height_m", 0.0)), mask_threshold=args.mask_threshold,
+                         keypoints_geometry_check=run.get("geometry_check", "off"),
+                         keypoints_max_reprojection_px=args.max_reprojection_px)
     pipe = Pipeline(cfg, predictor=predictor)
     by_stamp = {f.cameras[c].stamp_ns: (f, c) for f in frames for c in cams}
     est_ns, est_T, ref_T = [], [], []
     depth = DepthAccumulator()
     ratios, base_ratios, pt_err, f_err, pp_err, win_scales, metric_flags = [], [], [], [], [], [], []
     tracks = TrackAccumulator()
+    tracks_vis = TrackAccumulator()  # observations published as visible only
+    kp_stats = {"checked": 0, "failed": 0, "dropped_by_check": 0, "corrected": 0}
     id_sets: List[List[int]] = []
     maps = None
     if run.get("map"):
@@ -252,7 +262,10 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
     for win in make_windows(seq, frames, args.steps, args.stride, cams, run.get("sensor_depth")):
         if not run["carry"] and pipe._tracks is not None:
             pipe._tracks._pos = {}  # forget the carried positions: every window detects new points, new ids
+        tracker = pipe._tracks
         res = pipe.process(win, seq.T_base_cam)
+        if tracker is not None and pipe._tracks is not tracker:  # the pipeline started a new tracker
+            kp_stats = {k: v + tracker.stats[k] for k, v in kp_stats.items()}
         win_scales.append(res.scale)
         metric_flags.append(res.scale_is_metric)
         states.append(res.tracking_state)
@@ -298,6 +311,8 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
                 id_sets.append([int(i) for i in kp.ids])
                 g = f.cameras[cams[0]].tracks
                 tracks.add(cams[0], kp.ids, kp.uv, kp.visible, g.ids, g.uv, g.visible & g.in_image)
+                v = kp.visible
+                tracks_vis.add(cams[0], kp.ids[v], kp.uv[v], v[v], g.ids, g.uv, g.visible & g.in_image)
             else:
                 id_sets.append([])
     out: Dict[str, Any] = {"steps_out": len(est_ns), "windows": len(win_scales),
@@ -332,6 +347,9 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
     out["principal_point_error_px"] = float(np.mean(pp_err))
     lt = track_lifetimes(id_sets)
     ts = tracks.summary()
+    tv = tracks_vis.summary()
+    if pipe._tracks is not None:
+        kp_stats = {k: v + pipe._tracks.stats[k] for k, v in kp_stats.items()}
     out["keypoints"] = {
         "survival_next_step": id_survival(id_sets, 1),
         f"survival_{args.steps}_steps": id_survival(id_sets, args.steps),
@@ -339,7 +357,12 @@ def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str,
         "ids_created": int(lt.size), "mean_per_step": float(np.mean([len(s) for s in id_sets])) if id_sets else 0.0,
         "epe_median_px": ts["epe_median"], "delta_avg": ts["delta_avg"],
         "baseline_static_delta_avg": ts["baseline_static_points"]["delta_avg"],
-        "matched": ts["keypoints_matched"], "points_evaluated": ts["points_evaluated"]}
+        "matched": ts["keypoints_matched"], "points_evaluated": ts["points_evaluated"],
+        "epe_median_visible_px": tv["epe_median"], "delta_avg_visible": tv["delta_avg"],
+        "points_evaluated_visible": tv["points_evaluated"],
+        "check": dict(kp_stats, max_reprojection_px=args.max_reprojection_px,
+                      failed_share=kp_stats["failed"] / kp_stats["checked"] if kp_stats["checked"] else float("nan"),
+                      dropped_share_of_ids=kp_stats["dropped_by_check"] / lt.size if lt.size else float("nan"))}
     if maps is not None:
         out["map"] = {}
         for name, vm in maps.items():
@@ -362,7 +385,7 @@ def _mean(rows: List[Dict[str, Any]], path: str) -> float:
 def make_table(doc: Dict[str, Any]) -> str:
     """The Markdown table (means over seeds) of a document written by :func:`main`."""
     per = doc["per_seed"]
-    R = {name: [s["runs"][name] for s in per] for name in RUNS}
+    R = {name: [s["runs"][name] for s in per] for name in RUNS if all(name in s["runs"] for s in per)}
     T = doc["settings"]["steps"]
     st = doc["settings"]
 
@@ -427,6 +450,17 @@ def make_table(doc: Dict[str, Any]) -> str:
         ("mean id lifetime, steps", "keypoints.mean_lifetime_steps", f1),
         ("ids created", "keypoints.ids_created", f0),
         ("track end-point error, median px (vs ground truth)", "keypoints.epe_median_px", f1)])
+    if "kp_reject" in R and "kp_correct" in R:
+        thr = st.get("max_reprojection_px", float("nan"))
+        items = [("track end-point error, median px (vs ground truth)", "keypoints.epe_median_px", f1),
+                 ("same, observations published as visible only", "keypoints.epe_median_visible_px", f1),
+                 (f"id survival, {T} steps", f"keypoints.survival_{T}_steps", pct),
+                 ("mean id lifetime, steps", "keypoints.mean_lifetime_steps", f1),
+                 ("ids created", "keypoints.ids_created", f0),
+                 (f"static observations off geometry by > {thr:g} px", "keypoints.check.failed_share", pct),
+                 ("ids dropped by the check (share of ids created)", "keypoints.check.dropped_share_of_ids", pct)]
+        rows(f"keypoint geometric check: reject ({thr:g} px)", R["base"], R["kp_reject"], items)
+        rows("keypoint geometric check: correct", R["base"], R["kp_correct"], items)
     return "\n".join(lines)
 
 
@@ -457,6 +491,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--decimation", type=int, default=1)
     ap.add_argument("--min-confidence", type=float, default=0.0)
     ap.add_argument("--mask-threshold", type=float, default=0.5)
+    ap.add_argument("--max-reprojection-px", type=float, default=8.0,
+                    help="keypoint geometric check threshold (the kp_reject / kp_correct runs)")
     ap.add_argument("--fov-study", type=float, default=55.0,
                     help="field of view (deg) of the intrinsics study sequences; 0 skips it")
     ap.add_argument("--sensor-noise", type=float, default=0.015,
@@ -554,6 +590,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "moving_objects": args.objects, "steps": args.steps, "stride": args.stride,
                      "keypoints_max": args.keypoints, "voxel_m": args.voxel, "decimation": args.decimation,
                      "min_confidence": args.min_confidence, "mask_threshold": args.mask_threshold,
+                     "max_reprojection_px": args.max_reprojection_px,
                      "fov_deg": 70.0, "fov_study_deg": args.fov_study, "runs": RUNS, "fov_runs": FOV_RUNS,
                      "mono_runs": {k: {a: b for a, b in v.items()} for k, v in MONO_RUNS.items()},
                      "sensor_noise": args.sensor_noise, "sensor_holes": args.sensor_holes},
