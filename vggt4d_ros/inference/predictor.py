@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry.points import depth_to_world_points, rebase_poses, se3_to_4x4
+from ..geometry.points import rebase_poses, se3_to_4x4
 from ..geometry.pose_encoding import pose_encoding_to_extri_intri
 from .dynamic_mask import geometric_dynamic_mask
 from .preprocess import PixelMap, model_to_input, model_to_input_channels, preprocess_frames
@@ -479,9 +479,6 @@ class Predictor:
         cfw_np = cfw.cpu().numpy()
         K_in_np = K_in.cpu().numpy()
         dev = depth_m.device
-        # float32 geometry on the device (no float64 maps): poses / intrinsics are cast once, per window
-        cfw_f = cfw.to(device=dev, dtype=torch.float32)
-        K_in_f = K_in.to(device=dev, dtype=torch.float32)
         has_conf = "depth_conf" in raw
         per_frame: List[Dict[str, Any]] = [{} for _ in range(S)]
         groups: Dict[PixelMap, List[int]] = {}
@@ -500,7 +497,8 @@ class Predictor:
             dconf = res[:, 1] if has_conf else torch.ones_like(depth)
             mask = res[:, -1].clamp(0.0, 1.0) if mask_m is not None else None
             if pts_m is None:
-                pts = depth_to_world_points(depth, cfw_f.index_select(0, sel), K_in_f.index_select(0, sel))
+                pts = depth_to_world(depth, cfw.index_select(0, sel.to(cfw.device)),
+                                     K_in.index_select(0, sel.to(K_in.device)))
                 pconf = None  # the depth confidence
             else:
                 pts = model_to_input_channels(pts_m.index_select(0, sel), pm, self.resample)
@@ -543,6 +541,39 @@ class Predictor:
             raw=raw,
             dynamic_mask_source=mask_src,
         )
+
+
+def depth_to_world(depth: torch.Tensor, cam_from_world: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """World points of z-depth maps, float32 maps with float64 per-frame geometry.
+
+    ``p_w = z * (a_x(u) R[0] + a_y(v) R[1] + R[2]) + C`` with ``a_x = (u - cx) / fx``, ``a_y = (v - cy) / fy``
+    (zero skew, pixel centres at integers), ``R`` the camera-from-world rotation (its rows are the camera axes
+    in the world) and ``C = -R^T t`` the camera centre. Same result as
+    :func:`vggt4d_ros.geometry.depth_to_world_points`, written separably here because that one applies a
+    3x3 matrix per pixel (a batched matmul of H*W tiny products: about 10x slower on the CPU) and its float64
+    use would put float64 maps on the device.
+
+    Args:
+        depth: (n, H, W) float32 depth (NaN stays NaN).
+        cam_from_world: (n, 4, 4) (any float dtype; the per-frame terms are formed in float64).
+        K: (n, 3, 3) intrinsics in the depth maps' pixels.
+    Returns:
+        (n, H, W, 3) float32 world points on ``depth``'s device.
+    """
+    n, H, W = depth.shape
+    dev = depth.device
+    T = cam_from_world.to(torch.float64)
+    K = K.to(torch.float64)
+    R, t = T[:, :3, :3], T[:, :3, 3]
+    C = -(R.transpose(1, 2) @ t[:, :, None])[:, :, 0]  # (n, 3)
+    u = torch.arange(W, dtype=torch.float64, device=K.device)
+    v = torch.arange(H, dtype=torch.float64, device=K.device)
+    ax = (u[None] - K[:, 0, 2, None]) / K[:, 0, 0, None]  # (n, W)
+    ay = (v[None] - K[:, 1, 2, None]) / K[:, 1, 1, None]  # (n, H)
+    f32 = dict(device=dev, dtype=torch.float32)
+    ax, ay, R, C = ax.to(**f32), ay.to(**f32), R.to(**f32), C.to(**f32)
+    ray = ax[:, None, :, None] * R[:, None, None, 0] + (ay[:, :, None, None] * R[:, None, None, 1] + R[:, None, None, 2])
+    return torch.addcmul(C[:, None, None, :], depth[..., None].to(torch.float32), ray)
 
 
 def _accepts_keyword(model: nn.Module, name: str) -> bool:
