@@ -58,7 +58,7 @@ class PipelineConfig:
     backend: str = "torch"  # "torch" or "onnxruntime" (an exported model, vggt4d-export)
     onnx_path: str = ""
     keypoints_max: int = 64
-    keypoints_geometry_check: str = "off"  # "off", "reject" or "correct" (vggt4d_ros.keypoints.GEOMETRY_CHECKS)
+    keypoints_geometry_check: str = "off"  # "off", "reject", "correct" (keypoints.GEOMETRY_CHECKS); the node: "correct"
     keypoints_max_reprojection_px: float = 8.0  # static track observations further from geometry fail the check
     use_camera_info_intrinsics: bool = False
     scale_source: str = "auto"  # one of SCALE_SOURCES
@@ -183,7 +183,7 @@ def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
         resize_mode=str(params["model.resize_mode"]), layout=str(params["model.layout"]) or None,
         num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
         keypoints_max=int(params["keypoints.max_count"]),
-        keypoints_geometry_check=str(params.get("keypoints.geometry_check", "off")),
+        keypoints_geometry_check=str(params.get("keypoints.geometry_check", "correct")),
         keypoints_max_reprojection_px=float(params.get("keypoints.max_reprojection_px", 8.0)),
         use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
         mask_threshold=float(params["mask.threshold"]),

@@ -145,7 +145,7 @@ NODE_PARAMS: List[Param] = [
           static=False),
     Param("publish.keypoints", True, "Track keypoints and publish <camera>/keypoints.", static=False),
     Param("keypoints.max_count", 64, "Keypoints tracked per camera.", range=(0, 1024)),
-    Param("keypoints.geometry_check", "off", "Geometric track check: a static keypoint (dynamic mask below "
+    Param("keypoints.geometry_check", "correct", "Geometric track check: a static keypoint (dynamic mask below "
           "mask.threshold at its query) must stay where its query pixel + predicted depth projects with each "
           "frame's predicted pose. off: the track head as is; reject: observations further than "
           "keypoints.max_reprojection_px are not visible, not carried, and count towards the invisible steps "
