@@ -292,7 +292,9 @@ def timing_pass(config: str, device: str, shape: str, variants: Sequence[str], s
         order = list(variants[k % len(variants):]) + list(variants[:k % len(variants)])
         outs = {}
         for name in order:
+            c0 = time.process_time()
             p = predict(preds[name], name, frames, keys, V, q)
+            cpu_ms = 1e3 * (time.process_time() - c0)
             outs[name] = outputs_of(p)
             info.setdefault(name, {"precision": preds[name].precision, "model_hw": list(p.model_hw),
                                    "dynamic_mask_source": p.dynamic_mask_source,
@@ -307,6 +309,7 @@ def timing_pass(config: str, device: str, shape: str, variants: Sequence[str], s
             if k >= warmup:
                 for key, v in p.timing_ms.items():
                     times[name].setdefault(key, []).append(v)
+                times[name].setdefault("process_cpu", []).append(cpu_ms)
         for name in variants:
             if "reference" in outs and name != "reference":
                 vs_ref[name] = merge_max(vs_ref[name], diff(outs[name], outs["reference"]))
@@ -330,6 +333,8 @@ def timing_pass(config: str, device: str, shape: str, variants: Sequence[str], s
             row["speedup_vs_reference_total_median"] = round(ref_total["median"] / t["total"]["median"], 3)
             row["speedup_vs_reference_total_min"] = round(ref_total["min"] / t["total"]["min"], 3)
             row["speedup_vs_reference_model_median"] = round(ref_model["median"] / t["model"]["median"], 3)
+            ref_cpu = summarize(times["reference"]["process_cpu"])
+            row["speedup_vs_reference_process_cpu_median"] = round(ref_cpu["median"] / t["process_cpu"]["median"], 3)
         row["max_diff_vs_reference"] = vs_ref[name]
         if name in PARENT:
             row["max_diff_vs_previous"] = {"previous": PARENT[name], **(vs_parent[name] or {})}
@@ -374,6 +379,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=None, help="windows not timed (default 1 CPU, 2 CUDA)")
     ap.add_argument("--windows", type=int, default=None, help="timed windows (default 4 CPU, 10 CUDA)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default). With 1, the "
+                    "process CPU time per window (process_cpu_ms) is the steadiest figure on a shared machine")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-memory subprocesses")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per memory subprocess")
     ap.add_argument("--save", default=None, help="also write the JSON here")
@@ -397,6 +404,8 @@ def main() -> int:
     import torch
 
     t_start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
     mach = machine_info()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
@@ -423,7 +432,8 @@ def main() -> int:
             run: Dict[str, Any] = {"config": config, "shape": shape, "views": SHAPES[shape][0],
                                    "times": SHAPES[shape][1], "frames_per_window": SHAPES[shape][0] * SHAPES[shape][1],
                                    "device": device, "weights": Path(weights).name if weights else f"random (seed {args.seed})",
-                                   "queries": args.queries, "warmup_windows": warmup, "timed_windows": windows}
+                                   "queries": args.queries, "warmup_windows": warmup, "timed_windows": windows,
+                                   "torch_threads": torch.get_num_threads()}
             try:
                 run.update(timing_pass(config, device, shape, variants, stream, args.seed, weights, width,
                                        args.queries, warmup, windows))
@@ -464,6 +474,8 @@ def main() -> int:
              "speedup_total_median": p["speedup_vs_reference_total_median"],
              "speedup_total_min": p["speedup_vs_reference_total_min"],
              "speedup_model_median": p["speedup_vs_reference_model_median"],
+             "speedup_process_cpu_median": p["speedup_vs_reference_process_cpu_median"],
+             "torch_threads": r.get("torch_threads"),
              "target_2x_met_median": bool(p["speedup_vs_reference_total_median"] >= 2.0)}
         for other in ("no_point_head", "project_compiled"):
             if other in r["variants"] and other != proj:
@@ -481,7 +493,9 @@ def main() -> int:
         "git_commit": git_commit(),
         "input_hw": list(INPUT_HW),
         "issue_target": "tiny on CPU at least 2x faster than the reference formulation on the same window",
-        "note": ("times: Predictor.predict wall clock per window (preprocess + model + postprocess; the postprocess "
+        "note": ("process_cpu: CPU time of this process per predict() (all torch threads; steadier than wall clock "
+                 "under load from other processes, most of all with --threads 1); "
+                 "times: Predictor.predict wall clock per window (preprocess + model + postprocess; the postprocess "
                  "is identical in every variant: depth unprojection, dynamic mask, maps at input size), ms; "
                  "'model' is the forward pass alone; stride-1 stream of synthetic frames, variants interleaved per "
                  "window; memory from one subprocess per variant (2 windows)"),

@@ -492,8 +492,7 @@ class Predictor:
             if mask_m is not None:
                 chans.append(mask_m.index_select(0, sel).float())
             res = model_to_input(torch.stack(chans, dim=1), pm, self.resample)  # (n, C, H, W)
-            depth = res[:, 0]
-            depth = torch.where(depth > 0, depth, torch.full_like(depth, float("nan")))
+            depth = res[:, 0].masked_fill_(~(res[:, 0] > 0), float("nan"))  # in place: res is ours
             dconf = res[:, 1] if has_conf else torch.ones_like(depth)
             mask = res[:, -1].clamp(0.0, 1.0) if mask_m is not None else None
             if pts_m is None:
