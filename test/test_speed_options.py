@@ -219,3 +219,17 @@ def test_compile_inductor_matches_eager(model):
     # the model itself is unchanged: eager calls after compiled ones give the eager result
     again = Predictor(p.model, target_width=56).predict(two)
     torch.testing.assert_close(again.raw["depth"], ref.raw["depth"], rtol=0, atol=0)
+
+
+def test_compile_mode_follows_grid_changes(model):
+    """Grid B, then a smaller A, then B compiled: the RoPE tables follow (A's would be too short for B)."""
+    rng = np.random.default_rng(7)
+    fr = [rng.integers(0, 256, (60, 110, 3), dtype=np.uint8) for _ in range(2)]
+    ref = {w: Predictor(copy.deepcopy(model), target_width=w).predict(fr).raw["depth"] for w in (56, 112)}
+    p = Predictor(copy.deepcopy(model), target_width=112, compile=True, compile_options={"backend": "eager"})
+    for w in (112, 56, 112):  # eager warm-up on each grid, then the compiled graph on B
+        p.target_width = w
+        out = p.predict(fr)
+        assert p.compiled, p.compile_error
+        assert out.model_hw[1] == w
+        torch.testing.assert_close(out.raw["depth"], ref[w], rtol=1e-5, atol=1e-6)

@@ -99,7 +99,11 @@ class Predictor:
             False runs every head of the model (the reference formulation; extra raw outputs only).
         compile: wrap the model in ``torch.compile`` (fixed window shapes recompile nothing; a new window
             shape, grid or number of query points recompiles once). If compilation or the compiled call
-            fails, a warning is logged and the predictor continues in eager mode.
+            fails, a warning is logged and the predictor continues in eager mode. The first window on each
+            model grid runs eagerly (see :meth:`_run_model`). Side effect on the model: its RoPE tables are
+            sized to the current grid (``aggregator.fix_grid``, as for ONNX export), so the same model object
+            used elsewhere on a larger grid (eagerly, or by another compiling Predictor) needs ``fix_grid``
+            again or ``rope.max_position = None``.
         compile_options: keyword arguments of ``torch.compile`` (e.g. ``{"mode": "reduce-overhead"}`` for CUDA
             graphs, ``{"dynamic": False}``, ``{"backend": ...}``).
 
@@ -177,6 +181,7 @@ class Predictor:
         self.compile_options = dict(compile_options or {})
         self._compiled: Optional[nn.Module] = None
         self._warm_grids: set = set()  # model grids already run eagerly (compile mode)
+        self._fixed_grid: Optional[Tuple[int, int]] = None  # grid the aggregator's RoPE tables are sized for
         self.compile_error: Optional[str] = None  # why compilation was abandoned (None: not tried or working)
         if compile:
             try:
@@ -259,10 +264,11 @@ class Predictor:
         """
         if self._compiled is not None:
             grid = tuple(args[0].shape[-2:])
+            agg = getattr(self.model, "aggregator", None)
+            if grid != self._fixed_grid and agg is not None and hasattr(agg, "fix_grid"):
+                agg.fix_grid(*grid)  # re-sized on every grid change (a smaller table would not fit a larger grid)
+                self._fixed_grid = grid
             if grid not in self._warm_grids:
-                agg = getattr(self.model, "aggregator", None)
-                if agg is not None and hasattr(agg, "fix_grid"):
-                    agg.fix_grid(*grid)
                 self._warm_grids.add(grid)
                 return self.model(*args, **kw)
             try:

@@ -8,7 +8,7 @@ extras live under their own prefixes: ``mask_head.*`` (dense dynamic-mask DPT he
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Dict, FrozenSet, List, Optional, Sequence, Union
+from typing import Any, Collection, Dict, FrozenSet, List, Optional, Sequence
 
 import torch
 from torch import nn
