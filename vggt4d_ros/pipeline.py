@@ -50,6 +50,7 @@ class PipelineConfig:
     checkpoint: Optional[str] = None
     device: str = "auto"
     precision: str = "fp32"
+    compile: bool = False  # torch.compile the model for the fixed window shape (eager fallback on failure)
     target_width: int = 518
     resize_mode: str = "crop"
     layout: Optional[str] = None
@@ -179,7 +180,8 @@ def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
     return PipelineConfig(
         cameras=list(params["cameras"]), model_config=str(params["model.config"]),
         checkpoint=str(params["model.checkpoint"]) or None, device=str(params["model.device"]),
-        precision=str(params["model.precision"]), target_width=int(params["model.target_width"]),
+        precision=str(params["model.precision"]), compile=bool(params.get("model.compile", False)),
+        target_width=int(params["model.target_width"]),
         resize_mode=str(params["model.resize_mode"]), layout=str(params["model.layout"]) or None,
         num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
         keypoints_max=int(params["keypoints.max_count"]),
@@ -233,7 +235,7 @@ class Pipeline:
             predictor = Predictor.from_config(
                 config.model_config, checkpoint=ckpt, device=_resolve_device(config.device),
                 precision=config.precision, target_width=config.target_width, mode=config.resize_mode,
-                layout=config.layout)
+                layout=config.layout, compile=config.compile)
         self.predictor = predictor
         self.device_name = str(getattr(predictor, "device", "cpu"))
         self._chainer: Optional[WindowChainer] = None

@@ -61,6 +61,9 @@ NODE_PARAMS: List[Param] = [
     Param("model.device", "auto", "Inference device: cpu, cuda, or auto (cuda when available).", choices=_C),
     Param("model.precision", "fp32", "Weights and activations precision: fp32, fp16 or bf16 (fp16/bf16 on GPU).",
           choices=("fp32", "fp16", "bf16")),
+    Param("model.compile", False, "torch.compile the model for the node's fixed window shape (first window "
+          "eager, then compiled; compiling takes tens of seconds to minutes; a failure logs a warning and stays "
+          "eager). Pays off on GPU (fused kernels), measured no gain on the tiny model on CPU."),
     Param("model.target_width", 518, "Model input width in pixels (height follows the aspect, multiple of 14).",
           range=(56, 1036), unit="px"),
     Param("model.resize_mode", "crop", "Fit to the model grid: crop (keep width, crop height to a multiple of 14) "
