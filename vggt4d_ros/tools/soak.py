@@ -249,6 +249,7 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     keep = args.keep
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
+    commit = _git_commit()  # the code the node starts from (the tree may move on during a long run)
     try:
         # ---------------------------------------------------------------- input bag
         if args.bag is not None:
@@ -435,7 +436,7 @@ def run_soak(args: argparse.Namespace, log=print) -> Dict[str, Any]:
                        "bag_rate_hz": args.bag_rate if args.bag is None else None, "play_rate": args.rate,
                        "duration_s": args.duration, "sample_period_s": args.sample_period,
                        "max_odom_step_m": args.max_odom_step},
-            "note": args.note, "git_commit": _git_commit(), "ros_domain_id": env.get("ROS_DOMAIN_ID"),
+            "note": args.note, "git_commit": commit, "ros_domain_id": env.get("ROS_DOMAIN_ID"),
             "wall_s": round(time.monotonic() - t_start, 2),
             "player": None if play is None else {"loops": play.loops, "published": play.published,
                                                  "summary": play.summary()},
