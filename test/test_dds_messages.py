@@ -95,14 +95,14 @@ def sample_messages():
     delete_all = Marker(action=Marker.DELETEALL)
     kps = TrackedKeypoints(header=hdr, camera_index=1, width=1280, height=720, keypoints=[
         TrackedKeypoint(id=2**40 + i, camera_index=1, u=10.5 + i, v=700.25, confidence=0.75,
-                        visible=bool(i % 2), age=i + 1,
+                        visible=bool(i % 2), age=i + 1, reprojection_error=float("nan") if i % 3 else 0.25 * i,
                         position=Point(x=float(i), y=float("nan") if i == 3 else 1.0, z=2.0))
         for i in range(50)])
     status = WindowStatus(header=make_header("odom", STAMP), tracking_state=WindowStatus.TRACKING_RECOVERED,
                           window_index=2**33, num_views=2, num_time_steps=8,
                           window_start=Time(sec=1_700_000_120, nanosec=1), window_end=Time(sec=1_700_000_123),
                           latency=0.125, inference_time=0.5, scale=1.0000001, scale_is_metric=True,
-                          chain_inlier_ratio=0.875, frames_dropped=7, windows_skipped=2,
+                          scale_source="camera_height",                          chain_inlier_ratio=0.875, frames_dropped=7, windows_skipped=2,
                           message="recovered after 3 windows")
     info = camera_info_msg(K, 1036, 588, hdr, D=[0.1, -0.05, 0.001, 0.002, 0.0])
     return [

@@ -147,6 +147,7 @@ def test_off_is_the_head_unchanged_and_reports_errors():
         assert np.array_equal(ks.uv, head[idx])
         assert ks.visible.all()
         err = kt.last_reprojection_px[s]
+        assert np.array_equal(ks.reprojection_px, err, equal_nan=True)  # what the message carries
         i_bad = int(np.nonzero(ks.ids == kt._query_ids[bad])[0][0])
         assert err[i_bad] == pytest.approx(0.0 if s == 0 else CORRUPT_PX, abs=1e-3)
         assert np.isnan(err[ks.ids == kt._query_ids[dyn]]).all()  # dynamic: not checked

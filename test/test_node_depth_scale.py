@@ -94,10 +94,12 @@ def test_depth_topic_makes_one_camera_metric(sequence):
     statuses, ratios, source = _run(sequence, "/depth_cam/aligned_depth_to_color/image_raw")
     assert source == "auto" and len(ratios) >= 4
     assert any(s.scale_is_metric for s in statuses)
+    assert {s.scale_source for s in statuses if s.scale_is_metric} == {"depth"}
     assert np.all(np.abs(np.array(ratios) - 1) < 0.1), ratios  # published depth in metres
 
 
 def test_without_depth_topic_one_camera_stays_up_to_scale(sequence):
     statuses, ratios, _ = _run(sequence, "")
     assert len(ratios) >= 4 and not any(s.scale_is_metric for s in statuses)
+    assert {s.scale_source for s in statuses if s.num_time_steps > 0} == {"none"}
     assert np.all(np.abs(np.array(ratios) - 1) > 0.3), ratios

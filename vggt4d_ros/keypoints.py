@@ -267,7 +267,8 @@ class KeypointTracker:
                 self.last_reprojection_px[s] = err_tv[t, v][sel].astype(np.float32)
                 out[s] = KeypointSet(ids=self._query_ids[sel], uv=uv[sel].astype(np.float32),
                                      conf=conf[t, v][sel].astype(np.float32), visible=visible[sel],
-                                     age=ages[sel].astype(np.uint32), xyz=xyz[sel])
+                                     age=ages[sel].astype(np.uint32), xyz=xyz[sel],
+                                     reprojection_px=self.last_reprojection_px[s])
         # Track life in camera 0 over the new steps; keep positions of every step for the next window.
         h0, w0 = pred.frames[0].image_hw
         b = self.border

@@ -95,6 +95,7 @@ class KeypointSet:
     visible: np.ndarray  # (N,) bool
     age: np.ndarray  # (N,) uint32
     xyz: np.ndarray  # (N, 3) float32 optical frame, NaN unknown
+    reprojection_px: Optional[np.ndarray] = None  # (N,) float32 geometric check error, NaN not checked
 
 
 @dataclass

@@ -33,11 +33,13 @@ def keypoints_msg(header: Header, camera_index: int, width: int, height: int, kp
     msg = TrackedKeypoints(header=header, camera_index=int(camera_index), width=int(width), height=int(height))
     out = []
     n = 0 if kp is None else len(kp.ids)
+    err = getattr(kp, "reprojection_px", None)
     for i in range(n):  # one Python object per keypoint is unavoidable with rclpy message sequences
         x, y, z = (float(v) for v in kp.xyz[i])
         out.append(TrackedKeypoint(
             id=int(kp.ids[i]), camera_index=int(camera_index), u=float(kp.uv[i, 0]), v=float(kp.uv[i, 1]),
             confidence=float(kp.conf[i]), visible=bool(kp.visible[i]), age=int(kp.age[i]),
+            reprojection_error=float(err[i]) if err is not None else float("nan"),
             position=Point(x=x, y=y, z=z)))
     msg.keypoints = out
     return msg
@@ -165,10 +167,12 @@ def status_messages(params: Mapping[str, Any], result: Any, latency_s: float, fr
         st.inference_time = float(result.inference_s)
         st.scale = float(result.scale)
         st.scale_is_metric = bool(result.scale_is_metric)
+        st.scale_source = str(getattr(result, "scale_source", "none") or "none")
         st.chain_inlier_ratio = float(result.chain_inlier_ratio)
         st.frames_dropped = int(frames_dropped)
         st.windows_skipped = int(windows_skipped)
-        st.message = result.message
+        note = str(getattr(result, "scale_note", "") or "")
+        st.message = "; ".join(x for x in (result.message, f"scale: {note}" if note else "") if x)
         out.append((f"{ns}/status", "vggt4d_ros/msg/WindowStatus", st))
     return out
 
