@@ -23,7 +23,7 @@ from torch import nn
 from ..geometry.points import rebase_poses, se3_to_4x4
 from ..geometry.pose_encoding import pose_encoding_to_extri_intri
 from .dynamic_mask import geometric_dynamic_mask
-from .preprocess import PixelMap, model_to_input, model_to_input_channels, preprocess_frames
+from .preprocess import PixelMap, compute_pixel_map, model_to_input, model_to_input_channels, preprocess_frames
 from .types import FramePrediction, WindowPrediction
 
 __all__ = ["Predictor", "PRECISIONS"]
@@ -178,6 +178,8 @@ class Predictor:
         self.model = model
         self._embed_cache: Dict[Any, torch.Tensor] = {}
         self.embed_cache_misses = 0  # frames embedded by the last predict() with frame_keys
+        self._pre_cache: Dict[Any, torch.Tensor] = {}
+        self.preprocess_cache_misses = 0  # frames resized by the last predict() with frame_keys
         self.compile_options = dict(compile_options or {})
         self._compiled: Optional[nn.Module] = None
         self._warm_grids: set = set()  # model grids already run eagerly (compile mode)
@@ -323,6 +325,7 @@ class Predictor:
         reference: Reference = ("first",),
         time_index: Optional[Sequence[int]] = None,
         frame_keys: Optional[Sequence[Any]] = None,
+        dense_frames: Optional[Sequence[int]] = None,
     ) -> WindowPrediction:
         """Predict one window.
 
@@ -337,7 +340,15 @@ class Predictor:
             frame_keys: optional hashable key per frame (e.g. ``(camera, stamp_ns)``). The per-frame patch
                 embedding (DINOv2, independent of the other frames) is then cached under these keys and reused
                 by the next window for the frames it shares with this one; the cache keeps only the keys of the
-                latest window.
+                latest window. The preprocessed (resized, normalised) model input and the pixel map of a frame
+                are cached the same way (also bounded to the latest window's keys).
+            dense_frames: frame indices (``0..S-1``) that need dense outputs (depth, confidence, world points,
+                dynamic mask); the dense heads and the post-processing then run on those frames only, and the
+                other frames' :class:`FramePrediction` carry None there (poses, intrinsics and tracks are
+                always computed for every frame). None = every frame. Falls back to every frame when the
+                dynamic mask is the training-free geometric one (it compares each frame's depth with every
+                other frame's) or when the model's forward takes no ``dense_frames`` (e.g. an ONNX backend);
+                :attr:`WindowPrediction.dense_frames` tells what was computed.
         Returns:
             :class:`WindowPrediction`.
         """
@@ -347,10 +358,8 @@ class Predictor:
             raise ValueError(f"{S} frames do not form a window of {num_views} views")
         T = S // num_views
         ref = self.reference_frame(reference, T, num_views)
-        # A backend with a fixed input grid (ONNX) states it as ``model_hw``; every camera is fitted to it.
-        images, maps = preprocess_frames(self._upload(frames), self.target_width, self.mode, pad_value=self.pad_value,
-                                         model_hw=getattr(self.model, "model_hw", None),
-                                         device=self.device, dtype=self.dtype)
+        dense = self._dense_subset(dense_frames, S)
+        images, maps = self._preprocess(frames, None if frame_keys is None else list(frame_keys))
         Hm, Wm = maps[0].model_hw
         K_known = self._known_intrinsics(intrinsics, S)
         q_model = None
@@ -366,13 +375,15 @@ class Predictor:
         heads = self._heads_used(q_model is not None)
         if heads is not None:
             extra["heads"] = heads
+        if dense is not None:
+            extra["dense_frames"] = list(dense)
         out = self._run_model(images[None], q_model, num_views=num_views, reference_index=ref, layout=self.layout,
                               **extra)
         self._sync()
         t2 = time.perf_counter()
 
         raw = self._raw(out, images)
-        pred = self._postprocess(raw, maps, num_views, T, ref, K_known, time_index)
+        pred = self._postprocess(raw, maps, num_views, T, ref, K_known, time_index, dense)
         self._sync()
         t3 = time.perf_counter()
         pred.timing_ms = {
@@ -382,6 +393,66 @@ class Predictor:
             "total": 1e3 * (t3 - t0),
         }
         return pred
+
+    def _planned_mask_source(self) -> str:
+        """The dynamic-mask source ``_dynamic`` will use, known before the model runs."""
+        src = self.dynamic_mask
+        if src != "auto":
+            return src
+        heads = self._heads_used(False)
+        if getattr(self.model, "mask_head", None) is not None and (heads is None or "mask" in heads):
+            return "head"
+        page = getattr(getattr(self.model, "aggregator", None), "page4d_cfg", None) or {}
+        if page.get("enabled", False):
+            return "page4d"
+        return "geometric"
+
+    def _dense_subset(self, dense_frames: Optional[Sequence[int]], S: int) -> Optional[Tuple[int, ...]]:
+        """Sorted unique frame indices for the dense heads, or None for every frame (also the fallbacks)."""
+        if dense_frames is None:
+            return None
+        idx = sorted({int(i) for i in dense_frames})
+        if not idx or idx[0] < 0 or idx[-1] >= S:
+            raise ValueError(f"dense_frames must be non-empty indices in 0..{S - 1}, got {list(dense_frames)}")
+        if len(idx) == S:
+            return None
+        if not _accepts_keyword(self.model, "dense_frames"):
+            return None  # e.g. an exported graph: it always computes every frame
+        if self._planned_mask_source() == "geometric":
+            return None  # the geometric mask checks each frame's depth against every other frame's
+        return tuple(idx)
+
+    def _preprocess(self, frames: Sequence[Any], keys: Optional[List[Any]]) -> Tuple[torch.Tensor, List[PixelMap]]:
+        """(S, 3, Hm, Wm) model input and the pixel maps; with ``keys`` only uncached frames are resized.
+
+        A backend with a fixed input grid (ONNX) states it as ``model_hw``; every camera is fitted to it.
+        The cache key is (frame key, pixel map, pad value, dtype); it keeps only the keys of this call.
+        """
+        model_hw = getattr(self.model, "model_hw", None)
+        if keys is None:
+            self._pre_cache = {}
+            return preprocess_frames(self._upload(frames), self.target_width, self.mode, pad_value=self.pad_value,
+                                     model_hw=model_hw, device=self.device, dtype=self.dtype)
+        if len(keys) != len(frames):
+            raise ValueError(f"{len(keys)} frame_keys for {len(frames)} frames")
+        maps: List[PixelMap] = []
+        for f in frames:  # the same maps as preprocess_frames: the grid of the first frame (or model_hw)
+            pm = compute_pixel_map((int(f.shape[0]), int(f.shape[1])), self.target_width, self.mode, model_hw=model_hw)
+            model_hw = pm.model_hw
+            maps.append(pm)
+        full = [(k, pm, self.pad_value, self.dtype) for k, pm in zip(keys, maps)]
+        missing = [i for i, k in enumerate(full) if k not in self._pre_cache]
+        if missing:
+            imgs, got = preprocess_frames(self._upload([frames[i] for i in missing]), self.target_width, self.mode,
+                                          pad_value=self.pad_value, model_hw=model_hw, device=self.device,
+                                          dtype=self.dtype)
+            for j, i in enumerate(missing):
+                if got[j] != maps[i]:
+                    raise RuntimeError(f"pixel map of frame {i} changed: {got[j]} != {maps[i]}")
+                self._pre_cache[full[i]] = imgs[j]
+        self._pre_cache = {k: self._pre_cache[k] for k in full}
+        self.preprocess_cache_misses = len(missing)
+        return torch.stack([self._pre_cache[k] for k in full]), maps
 
     def _patch_tokens(self, images: torch.Tensor, keys: List[Any]) -> torch.Tensor:
         """(1, S, P, C) patch tokens, embedding only frames whose key is not cached (same grid)."""
@@ -413,8 +484,9 @@ class Predictor:
         return raw
 
     def _dynamic(self, raw: Dict[str, torch.Tensor], depth_m: torch.Tensor, cfw: torch.Tensor, K_m: torch.Tensor,
-                 tidx: torch.Tensor) -> Tuple[Optional[torch.Tensor], str]:
-        """(S, Hm, Wm) dynamic probability on the model grid and its source."""
+                 tidx: torch.Tensor, dense: Optional[Tuple[int, ...]] = None) -> Tuple[Optional[torch.Tensor], str]:
+        """(n, Hm, Wm) dynamic probability on the model grid for the dense frames (all S when ``dense`` is None)
+        and its source."""
         src = self.dynamic_mask
         if src == "auto":
             src = "head" if "dynamic_mask_logits" in raw else ("page4d" if "page_mask" in raw else "geometric")
@@ -427,9 +499,14 @@ class Predictor:
         if src == "page4d":
             if "page_mask" not in raw:
                 raise RuntimeError("dynamic_mask='page4d' but the model has no PAGE-4D mask")
-            pm = F.interpolate(raw["page_mask"][:, None], size=depth_m.shape[-2:], mode="bilinear",
+            page = raw["page_mask"]
+            if dense is not None:
+                page = page.index_select(0, torch.as_tensor(dense, device=page.device))
+            pm = F.interpolate(page[:, None], size=depth_m.shape[-2:], mode="bilinear",
                                align_corners=False)[:, 0]
             return pm.clamp(0.0, 1.0), "page4d"
+        if dense is not None:
+            raise RuntimeError("the geometric dynamic mask needs every frame's depth (dense_frames must be None)")
         kw = dict(self.geometric_mask_kw)
         stride = int(kw.pop("stride", 2))
         q = kw.pop("conf_quantile", 0.1)
@@ -454,8 +531,13 @@ class Predictor:
         ref: int,
         K_known: Optional[torch.Tensor],
         time_labels: Optional[Sequence[int]],
+        dense: Optional[Tuple[int, ...]] = None,
     ) -> WindowPrediction:
+        """Decode poses, bring the dense maps of the frames ``dense`` (None: all; the raw dense tensors hold
+        exactly those frames, in that order) to input size, and build the per-frame results."""
         S = len(maps)
+        dense_idx = list(range(S)) if dense is None else list(dense)
+        pos = {s: j for j, s in enumerate(dense_idx)}  # frame index -> row of the raw dense tensors
         Hm, Wm = maps[0].model_hw
         if "pose_enc" not in raw or "depth" not in raw:
             raise RuntimeError("the model must have a camera head and a depth head")
@@ -472,7 +554,9 @@ class Predictor:
         K_in = K_known if K_known is not None else torch.stack([maps[s].intrinsics_to_input(K_m[s]) for s in range(S)])
         depth_m = raw["depth"]
         tidx = torch.arange(T, device=depth_m.device).repeat_interleave(V)
-        mask_m, mask_src = self._dynamic(raw, depth_m, cfw.to(depth_m.device), K_m.to(depth_m.device), tidx)
+        if depth_m.shape[0] != len(dense_idx):
+            raise RuntimeError(f"the model returned {depth_m.shape[0]} depth maps for {len(dense_idx)} dense frames")
+        mask_m, mask_src = self._dynamic(raw, depth_m, cfw.to(depth_m.device), K_m.to(depth_m.device), tidx, dense)
         if mask_m is not None:
             raw["dynamic_mask"] = mask_m
         pts_m = None
@@ -486,12 +570,26 @@ class Predictor:
         K_in_np = K_in.cpu().numpy()
         dev = depth_m.device
         has_conf = "depth_conf" in raw
-        per_frame: List[Dict[str, Any]] = [{} for _ in range(S)]
+        none = dict(depth=None, depth_conf=None, points_world=None, points_conf=None, dynamic_mask=None)
+        per_frame: List[Dict[str, Any]] = [dict(none) for _ in range(S)]
         groups: Dict[PixelMap, List[int]] = {}
         for s, pm in enumerate(maps):
             groups.setdefault(pm, []).append(s)
-        for pm, idx in groups.items():  # frames sharing one pixel map are resampled in one call
-            sel = torch.as_tensor(idx, device=dev)
+        if "track" in raw:
+            for pm, idx in groups.items():  # tracks of every frame
+                sel = torch.as_tensor(idx, device=raw["track"].device)
+                tracks = pm.model_to_input(raw["track"].index_select(0, sel).cpu().double()).float().numpy()
+                vis = raw["vis"].index_select(0, sel).cpu().numpy() if "vis" in raw else None
+                tconf = raw["conf"].index_select(0, sel).cpu().numpy() if "conf" in raw else None
+                for j, s in enumerate(idx):
+                    per_frame[s].update(tracks=tracks[j], track_vis=None if vis is None else vis[j],
+                                        track_conf=None if tconf is None else tconf[j])
+        dense_groups: Dict[PixelMap, List[int]] = {}
+        for s in dense_idx:
+            dense_groups.setdefault(maps[s], []).append(s)
+        for pm, idx in dense_groups.items():  # frames sharing one pixel map are resampled in one call
+            sel = torch.as_tensor([pos[s] for s in idx], device=dev)  # rows of the dense tensors
+            fsel = torch.as_tensor(idx, device=cfw.device)  # frame indices
             chans = [depth_m.index_select(0, sel)]
             if has_conf:
                 chans.append(raw["depth_conf"].index_select(0, sel))
@@ -502,26 +600,21 @@ class Predictor:
             dconf = res[:, 1] if has_conf else torch.ones_like(depth)
             mask = res[:, -1].clamp(0.0, 1.0) if mask_m is not None else None
             if pts_m is None:
-                pts = depth_to_world(depth, cfw.index_select(0, sel.to(cfw.device)),
-                                     K_in.index_select(0, sel.to(K_in.device)))
+                pts = depth_to_world(depth, cfw.index_select(0, fsel), K_in.index_select(0, fsel.to(K_in.device)))
                 pconf = None  # the depth confidence
             else:
                 pts = model_to_input_channels(pts_m.index_select(0, sel), pm, self.resample)
                 pconf = model_to_input(raw["world_points_conf"].index_select(0, sel), pm, self.resample).cpu().numpy()
             depth_np, dconf_np, pts_np = depth.cpu().numpy(), dconf.cpu().numpy(), pts.cpu().numpy()
             mask_np = None if mask is None else mask.cpu().numpy()
-            tracks = vis = tconf = None
-            if "track" in raw:
-                tracks = pm.model_to_input(raw["track"].index_select(0, sel).cpu().double()).float().numpy()
-                vis = raw["vis"].index_select(0, sel).cpu().numpy() if "vis" in raw else None
-                tconf = raw["conf"].index_select(0, sel).cpu().numpy() if "conf" in raw else None
             for j, s in enumerate(idx):
-                per_frame[s] = dict(
+                per_frame[s].update(
                     depth=depth_np[j], depth_conf=dconf_np[j], points_world=pts_np[j],
                     points_conf=dconf_np[j] if pconf is None else pconf[j],
-                    dynamic_mask=None if mask_np is None else mask_np[j],
-                    tracks=None if tracks is None else tracks[j], track_vis=None if vis is None else vis[j],
-                    track_conf=None if tconf is None else tconf[j])
+                    dynamic_mask=None if mask_np is None else mask_np[j])
+        for d in per_frame:
+            for k in ("tracks", "track_vis", "track_conf"):
+                d.setdefault(k, None)
         frames: List[FramePrediction] = []
         for s in range(S):
             frames.append(FramePrediction(
@@ -545,6 +638,7 @@ class Predictor:
             model_intrinsics=K_m,
             raw=raw,
             dynamic_mask_source=mask_src,
+            dense_frames=tuple(dense_idx),
         )
 
 

@@ -29,11 +29,13 @@ class FramePrediction:
         cam_from_world: (4, 4) float64, OpenCV axes; world = the reference frame's camera.
         intrinsics: (3, 3) float64 in input pixels (the given known intrinsics when supplied).
         intrinsics_known: True when ``intrinsics`` were given, not predicted.
-        depth: (H, W) float32 z-depth (window scale, not metric), NaN where invalid / cropped away.
-        depth_conf: (H, W) float32 (VGGT's 1 + exp(x) confidence), NaN where cropped away.
-        points_world: (H, W, 3) float32 in the world (reference camera) frame, NaN where invalid.
-        points_conf: (H, W) float32 confidence of the points (depth confidence for depth-derived points).
-        dynamic_mask: (H, W) float32 in [0, 1] (probability / vote that the pixel moves), or None.
+        depth: (H, W) float32 z-depth (window scale, not metric), NaN where invalid / cropped away; None when
+            the frame was not among the predictor's ``dense_frames`` (as are the four dense fields below).
+        depth_conf: (H, W) float32 (VGGT's 1 + exp(x) confidence), NaN where cropped away; or None.
+        points_world: (H, W, 3) float32 in the world (reference camera) frame, NaN where invalid; or None.
+        points_conf: (H, W) float32 confidence of the points (depth confidence for depth-derived points); or None.
+        dynamic_mask: (H, W) float32 in [0, 1] (probability / vote that the pixel moves), or None (no mask
+            source, or not a dense frame).
         tracks: (N, 2) float32 input pixels of the query points in this frame, or None.
         track_vis, track_conf: (N,) float32 visibility / confidence, or None.
         pixel_map: the input <-> model-grid mapping of this frame.
@@ -46,10 +48,10 @@ class FramePrediction:
     cam_from_world: np.ndarray
     intrinsics: np.ndarray
     intrinsics_known: bool
-    depth: np.ndarray
-    depth_conf: np.ndarray
-    points_world: np.ndarray
-    points_conf: np.ndarray
+    depth: Optional[np.ndarray]
+    depth_conf: Optional[np.ndarray]
+    points_world: Optional[np.ndarray]
+    points_conf: Optional[np.ndarray]
     dynamic_mask: Optional[np.ndarray]
     tracks: Optional[np.ndarray]
     track_vis: Optional[np.ndarray]
@@ -79,11 +81,15 @@ class WindowPrediction:
         cam_from_world: (S, 4, 4) float64 torch tensor (rebased, same as the per-frame values).
         model_intrinsics: (S, 3, 3) float64 torch tensor in model-grid pixels (the ones used for geometry).
         raw: the model's outputs on the model grid (batch dim removed, float32, on the model's device):
-            ``pose_enc`` (S, 9), ``depth`` (S, Hm, Wm), ``depth_conf``, ``world_points`` (S, Hm, Wm, 3, in the
-            model's own world frame), ``world_points_conf``, ``dynamic_mask`` (S, Hm, Wm) when computed,
-            ``track`` (S, N, 2) / ``vis`` / ``conf`` with queries, ``images`` (S, 3, Hm, Wm) model input.
+            ``pose_enc`` (S, 9), ``depth`` (n, Hm, Wm), ``depth_conf``, ``world_points`` (n, Hm, Wm, 3, in the
+            model's own world frame), ``world_points_conf``, ``dynamic_mask_logits`` and ``dynamic_mask``
+            (n, Hm, Wm) when computed, ``page_mask`` (S, h, w) with PAGE-4D, ``track`` (S, N, 2) / ``vis`` /
+            ``conf`` with queries, ``images`` (S, 3, Hm, Wm) model input. ``n = len(dense_frames)``: row ``j``
+            of the dense entries is frame ``dense_frames[j]``.
         dynamic_mask_source: "head", "page4d", "geometric" or "none".
         timing_ms: "preprocess", "model", "postprocess", "total" (wall clock, device synchronised).
+        dense_frames: sorted indices of the frames with dense outputs (every frame unless the predictor was
+            asked for a subset); the other frames' dense fields are None.
     """
 
     frames: List[FramePrediction]
@@ -96,6 +102,11 @@ class WindowPrediction:
     raw: Dict[str, torch.Tensor] = field(default_factory=dict)
     dynamic_mask_source: str = "none"
     timing_ms: Dict[str, float] = field(default_factory=dict)
+    dense_frames: Tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.dense_frames:
+            self.dense_frames = tuple(range(len(self.frames)))
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -110,6 +110,7 @@ class VGGT4D(nn.Module):
         layout: Optional[str] = None,
         patch_tokens: Optional[torch.Tensor] = None,
         heads: Optional[Collection[str]] = None,
+        dense_frames: Optional[Sequence[int]] = None,
     ) -> Dict[str, Any]:
         """Predict cameras, depth, points (and tracks, masks) for a window.
 
@@ -125,11 +126,18 @@ class VGGT4D(nn.Module):
                 ``"track"``; None (default) runs every head the model has. A selected head the model lacks is
                 ignored; a head left out produces no keys (e.g. no ``world_points`` without ``"point"``).
                 The aggregator always runs in full (it computes the layers it keeps, whatever the heads).
+            dense_frames: run the dense DPT heads (depth, point, mask) only on these frame indices (in ``0..S-1``,
+                in this order); None (default) runs them on every frame. Those heads see each frame on its own
+                (the frames only meet in the aggregator), so a frame's dense outputs do not depend on which
+                other frames are selected. The camera and track heads and ``page_mask`` still cover all S frames.
         Returns:
             dict with VGGT's keys ``pose_enc`` (B,S,9), ``pose_enc_list``, ``depth`` (B,S,H,W,1),
             ``depth_conf`` (B,S,H,W), ``world_points`` (B,S,H,W,3), ``world_points_conf``, ``images``; with
             queries ``track`` (B,S,N,2), ``vis``, ``conf`` (B,S,N); ``dynamic_mask_logits`` (B,S,H,W) with the
             mask head; ``page_mask`` (B,S,h,w) dynamic probability with PAGE-4D. Only the selected heads' keys.
+            With ``dense_frames`` the dense keys (``depth``, ``depth_conf``, ``world_points``,
+            ``world_points_conf``, ``dynamic_mask_logits``) have ``len(dense_frames)`` frames along dim 1, in the
+            order of ``dense_frames``.
         """
         sel = self.check_heads(heads)
 
@@ -153,17 +161,19 @@ class VGGT4D(nn.Module):
             layout=layout,
         )
         out: Dict[str, Any] = {}
+        d_tokens, d_images = self._dense_inputs(tokens, images, dense_frames)
         with torch.autocast(device_type=images.device.type, enabled=False):
             if use("camera"):
                 poses = self.camera_head(tokens)
                 out["pose_enc"] = poses[-1]
                 out["pose_enc_list"] = poses
             if use("depth"):
-                out["depth"], out["depth_conf"] = self.depth_head(tokens, images=images, patch_start_idx=psi)
+                out["depth"], out["depth_conf"] = self.depth_head(d_tokens, images=d_images, patch_start_idx=psi)
             if use("point"):
-                out["world_points"], out["world_points_conf"] = self.point_head(tokens, images=images, patch_start_idx=psi)
+                out["world_points"], out["world_points_conf"] = self.point_head(d_tokens, images=d_images,
+                                                                                patch_start_idx=psi)
             if use("mask"):
-                logits, _ = self.mask_head(tokens, images=images, patch_start_idx=psi)
+                logits, _ = self.mask_head(d_tokens, images=d_images, patch_start_idx=psi)
                 out["dynamic_mask_logits"] = logits[..., 0]
         if "page_static" in aux:
             out["page_mask"] = 1.0 - aux["page_static"]
@@ -172,6 +182,22 @@ class VGGT4D(nn.Module):
         if not self.training:
             out["images"] = images
         return out
+
+    @staticmethod
+    def _dense_inputs(tokens: List[Optional[torch.Tensor]], images: torch.Tensor,
+                      dense_frames: Optional[Sequence[int]]):
+        """Token lists ``(B, S, P, C)`` and images ``(B, S, 3, H, W)`` restricted to ``dense_frames`` along S
+        (unchanged for None or ``0..S-1`` in order)."""
+        if dense_frames is None:
+            return tokens, images
+        s = images.shape[1]
+        idx = [int(i) for i in dense_frames]
+        if not idx or any(not 0 <= i < s for i in idx):
+            raise ValueError(f"dense_frames must be a non-empty list of indices in 0..{s - 1}, got {idx}")
+        if idx == list(range(s)):
+            return tokens, images
+        sel = torch.as_tensor(idx, device=images.device)
+        return [None if t is None else t.index_select(1, sel) for t in tokens], images.index_select(1, sel)
 
     def _track(self, tokens: List[Optional[torch.Tensor]], images: torch.Tensor, psi: int, queries: torch.Tensor, ref: int) -> Dict[str, torch.Tensor]:
         """Run the track head with frame ``ref`` moved to the front (the tracker queries frame 0)."""

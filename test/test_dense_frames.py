@@ -1,0 +1,130 @@
+"""Dense outputs only for selected frames (issue 6): model, Predictor, preprocess cache and Pipeline.
+
+Tiny model on random weights (deterministic seed), small frames: every test runs in seconds.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from vggt4d_ros.inference import Predictor
+from vggt4d_ros.model import build_model_from_config
+
+TW = 126  # model width: 9 patches
+V, T = 2, 3
+DENSE_KEYS = ("depth", "depth_conf", "points_world", "points_conf", "dynamic_mask")
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return build_model_from_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _tiny_model()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    return [np.roll(base, shift=4 * i, axis=1) for i in range(V * T + V)]  # one extra step for streaming
+
+
+QUERIES = [[20.0, 30.0], [120.5, 60.25], [80.0, 45.0]]
+
+
+def test_model_dense_frames_match_full_run(model):
+    torch.manual_seed(3)
+    imgs = torch.rand(V * T, 3, 70, TW)
+    full = model(imgs, num_views=V)
+    sel = [5, 1, 2]  # any order: outputs follow it
+    sub = model(imgs, num_views=V, dense_frames=sel)
+    for k in ("depth", "depth_conf", "world_points", "world_points_conf", "dynamic_mask_logits"):
+        assert sub[k].shape[1] == len(sel)
+        torch.testing.assert_close(sub[k], full[k][:, sel], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sub["pose_enc"], full["pose_enc"], rtol=0, atol=0)
+    torch.testing.assert_close(sub["page_mask"], full["page_mask"], rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        model(imgs, num_views=V, dense_frames=[V * T])
+
+
+@pytest.mark.parametrize("dense", [[0, 5], [4, 5, 2]])
+def test_predictor_subset_equals_full_on_selected_frames(model, frames, dense):
+    win = frames[: V * T]
+    full = Predictor(copy.deepcopy(model), target_width=TW).predict(win, num_views=V, query_points=QUERIES)
+    sub = Predictor(copy.deepcopy(model), target_width=TW).predict(win, num_views=V, query_points=QUERIES,
+                                                                  dense_frames=dense)
+    assert sub.dense_frames == tuple(sorted(dense)) and full.dense_frames == tuple(range(V * T))
+    assert sub.dynamic_mask_source == full.dynamic_mask_source == "head"
+    assert sub.raw["depth"].shape[0] == len(dense)
+    for s in range(V * T):
+        a, b = full.frames[s], sub.frames[s]
+        np.testing.assert_array_equal(a.cam_from_world, b.cam_from_world)  # the camera head is unchanged
+        np.testing.assert_array_equal(a.intrinsics, b.intrinsics)
+        np.testing.assert_array_equal(a.tracks, b.tracks)  # the track head still sees every frame
+        np.testing.assert_array_equal(a.track_vis, b.track_vis)
+        if s in dense:
+            for k in DENSE_KEYS:
+                np.testing.assert_allclose(getattr(b, k), getattr(a, k), rtol=1e-6, atol=1e-6, equal_nan=True)
+        else:
+            for k in DENSE_KEYS:
+                assert getattr(b, k) is None, (s, k)
+
+
+def test_point_head_subset(model, frames):
+    win = frames[: V * T]
+    kw = dict(target_width=TW, compute_points="head")
+    full = Predictor(copy.deepcopy(model), **kw).predict(win, num_views=V)
+    sub = Predictor(copy.deepcopy(model), **kw).predict(win, num_views=V, dense_frames=[3])
+    np.testing.assert_allclose(sub.frames[3].points_world, full.frames[3].points_world, rtol=1e-6, atol=1e-6,
+                               equal_nan=True)
+    np.testing.assert_allclose(sub.frames[3].points_conf, full.frames[3].points_conf, rtol=1e-6, atol=1e-6)
+    assert sub.frames[0].points_world is None
+
+
+def test_geometric_mask_falls_back_to_every_frame(model, frames):
+    win = frames[: V * T]
+    full = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="geometric").predict(win, num_views=V)
+    p = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="geometric")
+    out = p.predict(win, num_views=V, dense_frames=[5])
+    assert out.dynamic_mask_source == "geometric" and out.dense_frames == tuple(range(V * T))
+    for s in range(V * T):
+        assert out.frames[s].depth is not None and out.frames[s].dynamic_mask is not None
+        np.testing.assert_array_equal(out.frames[s].dynamic_mask, full.frames[s].dynamic_mask)
+    # "auto" on a model without a mask head and without PAGE-4D also resolves to the geometric mask
+    m = copy.deepcopy(model)
+    m.mask_head = None
+    m.aggregator.page4d_cfg = dict(m.aggregator.page4d_cfg, enabled=False)
+    auto = Predictor(m, target_width=TW).predict(win, num_views=V, dense_frames=[5])
+    assert auto.dynamic_mask_source == "geometric" and len(auto.dense_frames) == V * T
+
+
+def test_page4d_mask_subset(model, frames):
+    win = frames[: V * T]
+    full = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="page4d").predict(win, num_views=V)
+    sub = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="page4d").predict(
+        win, num_views=V, dense_frames=[1, 4])
+    for s in (1, 4):
+        np.testing.assert_allclose(sub.frames[s].dynamic_mask, full.frames[s].dynamic_mask, rtol=1e-6, atol=1e-6)
+    assert sub.frames[0].dynamic_mask is None
+
+
+def test_preprocess_cache_identical_and_bounded(model, frames):
+    keys = [("cam%d" % (s % V), s // V) for s in range(len(frames))]
+    cached = Predictor(copy.deepcopy(model), target_width=TW)
+    plain = Predictor(copy.deepcopy(model), target_width=TW)
+    for start in (0, 1):  # two stride-1 windows sharing T - 1 steps
+        sl = slice(start * V, start * V + V * T)
+        a = cached.predict(frames[sl], num_views=V, frame_keys=keys[sl], dense_frames=[V * T - 2, V * T - 1])
+        b = plain.predict(frames[sl], num_views=V, dense_frames=[V * T - 2, V * T - 1])
+        assert cached.preprocess_cache_misses == (V * T if start == 0 else V)
+        assert len(cached._pre_cache) == V * T  # only this window's frames stay
+        torch.testing.assert_close(a.raw["images"], b.raw["images"], rtol=0, atol=0)
+        for s in range(V * T):
+            np.testing.assert_array_equal(a.frames[s].cam_from_world, b.frames[s].cam_from_world)
+            assert a.frames[s].pixel_map == b.frames[s].pixel_map
+        np.testing.assert_array_equal(a.frames[-1].depth, b.frames[-1].depth)
