@@ -122,6 +122,26 @@ def test_bag_loop_with_cameras_jumping_back_at_different_times():
     assert len([s for s in steps if s.stamp < 50]) >= 9
 
 
+def test_camera_lagging_behind_the_others_is_not_a_restart():
+    """One camera's frames arrive 2 s late (a transport stall): no reset; the frames that cannot be
+    matched any more are dropped and counted, and the cameras match again once it catches up."""
+    msgs = []
+    for k in range(30):
+        t = 100.0 + 0.1 * k
+        msgs += [(c, t) for c in CAMS if c != "front"]
+        if k < 10 or k >= 20:
+            msgs.append(("front", t))
+        if k == 19:  # front's frames of steps 10..19 come in a burst, 1 s after the others
+            msgs += [("front", 100.0 + 0.1 * j) for j in range(10, 20)]
+    sync = MultiCameraSynchronizer(CAMS, tolerance_s=0.01, reset_threshold_s=0.5)
+    steps, resets = _feed(sync, msgs)
+    assert resets == [] and sync.resets == 0
+    complete = [round(s.stamp, 1) for s in steps if s.complete]
+    assert complete[:10] == [round(100.0 + 0.1 * k, 1) for k in range(10)]
+    assert complete[-10:] == [round(100.0 + 0.1 * k, 1) for k in range(20, 30)]
+    assert sync.total_dropped >= 10
+
+
 def test_bounded_buffers_count_overflow():
     sync = MultiCameraSynchronizer(CAMS, tolerance_s=0.01, max_pending=5, slack_s=1e9)
     for k in range(50):

@@ -110,8 +110,9 @@ class MultiCameraSynchronizer:
         max_pending: frames buffered per camera; the oldest is dropped (and counted) beyond it.
         slack_s: stamp time after which an undecided camera counts as missing (default 3 tolerances
             or 0.1 s, whichever is larger).
-        reset_threshold_s: a stamp this far behind the newest stamp seen means the source restarted
-            or a bag looped: all buffers are cleared and the reason is reported.
+        reset_threshold_s: a camera's stamp this far behind that camera's own newest stamp means the
+            source restarted or a bag looped: all buffers are cleared and the reason is reported. (A
+            camera lagging behind the others is not a restart: its late frames are dropped.)
         reorder_s: how far (stamp seconds) one camera's own frames may arrive out of order; a camera
             is only judged missing for an anchor once it delivered a frame this much past the
             tolerance (0 = per-topic order is kept, as DDS does for one publisher).
@@ -224,11 +225,14 @@ class MultiCameraSynchronizer:
                 return out
             self._joined.add(camera)
 
-        # Backward jump -> reset.
-        if self._newest is not None and stamp < self._newest - self.reset_threshold_s:
+        # Backward jump of this camera's own stamps -> reset. (Against its own newest stamp, not the newest of
+        # all cameras: a camera whose frames arrive late - a transport stall - is not a restart; its late
+        # frames are dropped below or time out unmatched.)
+        own = self._cam_newest.get(camera)
+        if own is not None and stamp < own - self.reset_threshold_s:
             reason = (
-                f"camera {camera}: stamp went back {self._newest - stamp:.3f} s "
-                f"({self._newest:.3f} -> {stamp:.3f}); bag loop or source restart, buffers cleared"
+                f"camera {camera}: stamp went back {own - stamp:.3f} s "
+                f"({own:.3f} -> {stamp:.3f}); bag loop or source restart, buffers cleared"
             )
             self.reset(reason, now)
             self._grace_until = now + self.reset_grace_s
