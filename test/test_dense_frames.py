@@ -128,3 +128,116 @@ def test_preprocess_cache_identical_and_bounded(model, frames):
             np.testing.assert_array_equal(a.frames[s].cam_from_world, b.frames[s].cam_from_world)
             assert a.frames[s].pixel_map == b.frames[s].pixel_map
         np.testing.assert_array_equal(a.frames[-1].depth, b.frames[-1].depth)
+
+
+# ------------------------------------------------------------------ the pipeline (real tiny model, CPU)
+from types import SimpleNamespace  # noqa: E402
+
+from vggt4d_ros.pipeline import Pipeline, PipelineConfig, pipeline_config_from_params  # noqa: E402
+
+PT = 4  # window steps in the pipeline tests (4: the chain sees fewer shared points with "needed")
+
+
+@pytest.fixture(scope="module")
+def rig():
+    from vggt4d_ros.data.synth import SynthConfig, SynthSequence
+
+    seq = SynthSequence(SynthConfig(seed=2, num_cameras=2, width=160, height=90, duration_s=0.9,
+                                    num_moving_objects=1, texture_px=128))
+    frames = [seq.frame(i) for i in range(seq.num_frames)]
+    return SimpleNamespace(seq=seq, frames=frames)
+
+
+def _rig_window(rig, start, T=PT):
+    cams = rig.seq.camera_names
+    fr = []
+    for t in range(T):
+        for c in cams:
+            cf = rig.frames[start + t].cameras[c]
+            fr.append({"rgb": cf.rgb, "stamp": cf.stamp_ns, "stamp_ns": cf.stamp_ns, "frame_id": f"{c}_optical",
+                       "info": None})
+    return SimpleNamespace(num_views=len(cams), num_steps=T, step_ids=tuple(range(start, start + T)), frames=fr,
+                           camera_names=tuple(cams))
+
+
+def _run(rig, mode, windows=4, T_base_cam="rig", keypoints=16):
+    torch.manual_seed(0)
+    cfg = PipelineConfig(cameras=list(rig.seq.camera_names), device="cpu",  # embedded tiny weights
+                         target_width=TW, num_steps=PT, keypoints_max=keypoints, keypoints_geometry_check="correct",
+                         dense_frames=mode)
+    p = Pipeline(cfg)
+    tbc = rig.seq.T_base_cam if T_base_cam == "rig" else None
+    results, dense = [], []
+    for w in range(windows):
+        results.append(p.process(_rig_window(rig, w), tbc))
+        dense.append(list(p.last_dense_frames))
+    return results, dense
+
+
+def test_pipeline_needed_vs_all(rig):
+    needed, dn = _run(rig, "needed")
+    full, da = _run(rig, "all")
+    V = 2
+    # First window: every frame; then the new step's V frames + camera 0 at the previous newest step
+    # + frame 0 (keypoint query depth).
+    assert dn[0] == list(range(V * PT)) and all(d == list(range(V * PT)) for d in da)
+    for d in dn[1:]:
+        assert d == [0, (PT - 2) * V, (PT - 1) * V, (PT - 1) * V + 1], d
+    for a, b in zip(needed, full):
+        assert [s.step_id for s in a.steps] == [s.step_id for s in b.steps]
+        assert a.scale_is_metric and b.scale_is_metric and a.scale_source == "rig"
+        assert a.scale == pytest.approx(b.scale, rel=1e-9)  # the rig scale: same poses within a window
+        for sa, sb in zip(a.steps, b.steps):
+            for c in sa.cameras:
+                ca, cb = sa.cameras[c], sb.cameras[c]
+                np.testing.assert_allclose(ca.depth, cb.depth, rtol=1e-5, atol=1e-6, equal_nan=True)
+                np.testing.assert_allclose(ca.dynamic, cb.dynamic, rtol=1e-5, atol=1e-6)
+                assert ca.keypoints is not None and len(ca.keypoints.ids) > 0  # keypoints still published
+                np.testing.assert_array_equal(ca.keypoints.ids, cb.keypoints.ids)
+                np.testing.assert_allclose(ca.keypoints.uv, cb.keypoints.uv, atol=1e-3)
+            # Poses: the chain fit sees fewer points (camera 0 at the one shared step the previous window
+            # had dense outputs for, instead of all shared steps), so odom poses may differ slightly
+            # (measured here: at most 3e-6 m); tolerance 0.1 mm and 0.05 degrees.
+            assert np.linalg.norm(sa.T_odom_base[:3, 3] - sb.T_odom_base[:3, 3]) <= 1e-4
+            R = sa.T_odom_base[:3, :3].T @ sb.T_odom_base[:3, :3]
+            assert np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))) < 0.05
+
+
+def test_pipeline_config_param():
+    assert PipelineConfig(cameras=["c"]).dense_frames == "needed"
+    with pytest.raises(ValueError, match="dense_frames"):
+        PipelineConfig(cameras=["c"], dense_frames="some")
+    from vggt4d_ros.ros.params import NODE_PARAMS
+
+    params = {p.name: p.default for p in NODE_PARAMS}
+    params["cameras"] = ["cam0"]
+    assert pipeline_config_from_params(params).dense_frames == "needed"
+    params["model.dense_frames"] = "all"
+    assert pipeline_config_from_params(params).dense_frames == "all"
+
+
+def test_pipeline_needed_without_keypoints_and_after_reset(rig):
+    needed, dn = _run(rig, "needed", windows=3, T_base_cam=None, keypoints=0)
+    full, _ = _run(rig, "all", windows=3, T_base_cam=None, keypoints=0)
+    assert dn[1] == [(PT - 2) * 2, (PT - 1) * 2, (PT - 1) * 2 + 1]  # no query frame without keypoints
+    for a, b in zip(needed, full):
+        assert a.scale == pytest.approx(b.scale, rel=1e-4)  # fitted (up-to-scale) chain
+        for sa, sb in zip(a.steps, b.steps):
+            np.testing.assert_allclose(sa.T_odom_base, sb.T_odom_base, atol=1e-4)
+            for c in sa.cameras:
+                ra = sa.cameras[c].depth / a.scale
+                rb = sb.cameras[c].depth / b.scale
+                np.testing.assert_allclose(ra, rb, rtol=1e-5, atol=1e-6, equal_nan=True)
+    # After a reset request every frame is computed again (the chain has no reference).
+    torch.manual_seed(0)
+    p = Pipeline(PipelineConfig(cameras=list(rig.seq.camera_names), device="cpu", target_width=TW, num_steps=PT,
+                                keypoints_max=0))
+    p.process(_rig_window(rig, 0), None)
+    p.process(_rig_window(rig, 1), None)
+    assert len(p.last_dense_frames) == 3
+    p.request_reset("test")
+    r = p.process(_rig_window(rig, 2), None)
+    assert p.last_dense_frames == list(range(2 * PT))
+    assert [s.step_id for s in r.steps] == [2 + PT - 1]  # re-attached: only the newest step (as before)
+    p.process(_rig_window(rig, 3), None)
+    assert len(p.last_dense_frames) == 3  # chained again: the subset

@@ -177,6 +177,8 @@ class KeypointTracker:
         geo_uv, geo_xyz = static_projection(pred.frames, self._query_pts, ref)
         q = self._query_pts
         f0 = pred.frames[ref]
+        if f0.depth is None:
+            raise ValueError(f"the geometric check needs the depth of the query frame {ref}")
         h, w = f0.depth.shape
         static = np.isfinite(geo_xyz[0]).all(-1)
         if f0.dynamic_mask is not None:
@@ -222,6 +224,9 @@ class KeypointTracker:
             geo_vis = np.zeros((S, n), bool)
             for s in range(S):  # occlusion test per frame: one gather per frame, vectorised over points
                 d = pred.frames[s].depth
+                if d is None:  # no dense output (a frame that is not output): unknown depth, like NaN
+                    geo_vis[s] = True
+                    continue
                 hh, ww = d.shape
                 ui = np.clip(np.round(np.nan_to_num(geo_uv[s, :, 0])).astype(np.int64), 0, ww - 1)
                 vi = np.clip(np.round(np.nan_to_num(geo_uv[s, :, 1])).astype(np.int64), 0, hh - 1)

@@ -32,7 +32,7 @@ import numpy as np
 from vggt4d_ros.scale import ScaleEstimate, scale_from_camera_height, scale_from_sensor_depth, up_in_camera
 from vggt4d_ros.window.chain import WindowChainer, metric_scale_from_rig
 
-__all__ = ["SCALE_SOURCES", "pipeline_config_from_params", "PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
+__all__ = ["SCALE_SOURCES", "DENSE_FRAMES", "pipeline_config_from_params", "PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
 
 # Optical (x right, y down, z forward) -> body (x forward, y left, z up); REP 103.
 _T_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0, 0, 0, 1.0]])
@@ -41,6 +41,9 @@ _T_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -
 #: extrinsics, else sensor depth when camera 0's frames carry ``"sensor_depth"``, else the camera height
 #: when ``camera_height_m > 0``, else none (the first that fits in a window wins).
 SCALE_SOURCES = ("auto", "rig", "depth", "camera_height", "none")
+
+#: ``PipelineConfig.dense_frames`` / the node's ``model.dense_frames``.
+DENSE_FRAMES = ("needed", "all")
 
 
 @dataclass
@@ -69,6 +72,9 @@ class PipelineConfig:
     metric_scale: Optional[str] = None  # deprecated alias: "auto" -> scale_source "auto", "none" -> "none"
     chain_points_grid: int = 24  # pixels per side of the fixed sample used to chain windows
     mask_threshold: float = 0.5
+    # "needed": dense heads and post-processing only for the frames a window's outputs, chain fit, keypoint
+    # check and scale need (Pipeline._dense_frames); "all": every frame of every window.
+    dense_frames: str = "needed"
 
     def __post_init__(self) -> None:
         if self.metric_scale is not None:
@@ -83,6 +89,8 @@ class PipelineConfig:
         if self.keypoints_geometry_check not in GEOMETRY_CHECKS:
             raise ValueError(f"keypoints_geometry_check must be one of {list(GEOMETRY_CHECKS)}, "
                              f"got {self.keypoints_geometry_check!r}")
+        if self.dense_frames not in DENSE_FRAMES:
+            raise ValueError(f"dense_frames must be one of {list(DENSE_FRAMES)}, got {self.dense_frames!r}")
         if not self.keypoints_max_reprojection_px > 0:
             raise ValueError(f"keypoints_max_reprojection_px must be > 0, got {self.keypoints_max_reprojection_px!r}")
 
@@ -194,7 +202,8 @@ def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
         camera_height_m=float(params.get("scale.camera_height_m", 0.0)),
         scale_depth_min_m=float(params.get("scale.depth_min_m", 0.1)),
         scale_depth_max_m=float(params.get("scale.depth_max_m", 10.0)),
-        backend=str(params.get("model.backend", "torch")), onnx_path=str(params.get("model.onnx_path", "")))
+        backend=str(params.get("model.backend", "torch")), onnx_path=str(params.get("model.onnx_path", "")),
+        dense_frames=str(params.get("model.dense_frames", "needed")))
 
 
 def _resolve_device(device: str) -> str:
@@ -247,6 +256,8 @@ class Pipeline:
         self._T_base_cam0: Optional[np.ndarray] = None
         self._tracks = None
         self._scale_source = "none"  # source of the chain's metric scale
+        self._prev_step_ids: Optional[List[int]] = None  # step ids of the last window chained
+        self.last_dense_frames: Optional[List[int]] = None  # frames of the last window with dense outputs
 
     @staticmethod
     def _onnx_predictor(config: "PipelineConfig"):
@@ -280,6 +291,7 @@ class Pipeline:
         self._tracks = None
         self._reset_reason = None
         self._scale_source = "none"
+        self._prev_step_ids = None
 
     def request_reset(self, reason: str) -> None:
         """Input discontinuity (bag loop, time jump): restart the window chain without an odom jump."""
@@ -336,11 +348,19 @@ class Pipeline:
         self._reset_reason = None
 
         queries = self._track_queries(sub, ref)
+        # Steps this window may output (the chain fit can only shorten the list): those newer than the last
+        # output step, every step after a reset.
+        new_t = [t for t in range(T) if self._last_step_id is None or win.step_ids[t] > self._last_step_id]
+        dense = self._dense_frames(win.step_ids, V, new_t, present, queries is not None,
+                                   self._scale_candidates(V, cams, T_base_cam, frames), frames)
+        self.last_dense_frames = list(range(T * V)) if dense is None else dense
         t0 = time.perf_counter()
         kw = {}
         if getattr(self.predictor, "supports_frame_keys", True) and self.cfg.backend == "torch":
             # Patch embeddings depend on the frame only: overlapping windows embed just their new frames.
             kw["frame_keys"] = [(cams[s % V], int(frames[s]["stamp_ns"])) for s in range(len(frames))]
+        if dense is not None:
+            kw["dense_frames"] = dense
         pred = self.predictor.predict(rgbs, num_views=V, intrinsics=intr, query_points=queries, reference=ref,
                                       time_index=list(win.step_ids), **kw)
         inference_s = time.perf_counter() - t0
@@ -357,6 +377,7 @@ class Pipeline:
         pts, wts, dyn = self._chain_sample(pred, V)
         chain = self._chainer.add_window(win.step_ids, E[:, :1], points=pts, weights=wts, dynamic=dyn,
                                          metric_scale=metric)
+        self._prev_step_ids = [int(i) for i in win.step_ids]
         scale = float(chain.scale)
         if metric is not None:
             self._scale_source = src
@@ -368,7 +389,6 @@ class Pipeline:
         T_odom_cam_all = chain.T_odom_cam[:, :1] @ rel
 
         steps: List[StepOutput] = []
-        new_t = [t for t in range(T) if self._last_step_id is None or win.step_ids[t] > self._last_step_id]
         if not chain.fit_ok and self._last_pose is not None:
             # Lost, or re-attached after a reset: only the newest step is placed at a continuous pose; the
             # window's older steps would follow its own (untrusted) motion, so they are not output.
@@ -450,7 +470,8 @@ class Pipeline:
         tried = "none"
         for src in self._scale_candidates(V, cams, T_base_cam, frames):
             tried = src
-            idx = [t * V for t in range(T) if present[t * V]]
+            # camera 0's own frames with dense outputs (see _dense_frames)
+            idx = [t * V for t in range(T) if present[t * V] and pred.frames[t * V].depth is not None]
             if src == "rig":
                 if V < 2 or not all(c in T_base_cam for c in cams):
                     est = ScaleEstimate(float("nan"), reason="rig: needs 2+ cameras with known extrinsics")
@@ -473,14 +494,51 @@ class Pipeline:
                 return src, est
         return tried, est
 
+    def _dense_frames(self, step_ids, V: int, new_t: List[int], present: List[bool], keypoints: bool,
+                      scale_sources: List[str], frames: List[Dict[str, Any]]) -> Optional[List[int]]:
+        """Window frames (``s = t * V + v``) that need dense outputs, or None for every frame.
+
+        ``"needed"``: every present frame of the steps that may be output (``new_t``); camera 0 at the newest
+        step shared with the previous window (its newest step, whose points the chain fit matches);
+        the reference frame 0 when keypoints are tracked (depth at the queries for the geometric check);
+        for the scale sources tried: camera 0's frames carrying ``sensor_depth`` ("depth") and camera 0's
+        newest frame ("camera_height"). Every frame when the chain has no reference yet (first window, or
+        the first after a reset), so the first fit sees every point as before, and for ``"all"``.
+        """
+        T = len(step_ids)
+        if self.cfg.dense_frames == "all" or self._chainer is None or self._last_step_id is None \
+                or self._prev_step_ids is None:
+            return None
+        need = {t * V + v for t in new_t for v in range(V) if present[t * V + v]}
+        prev = set(self._prev_step_ids)
+        shared = [t for t in range(T) if int(step_ids[t]) in prev and t not in new_t]
+        if shared:
+            need.add(shared[-1] * V)
+        if keypoints:
+            need.add(0)
+        if "depth" in scale_sources:
+            need.update(t * V for t in range(T) if present[t * V] and frames[t * V].get("sensor_depth") is not None)
+        if "camera_height" in scale_sources:
+            last = [t for t in range(T) if present[t * V]]
+            if last:
+                need.add(last[-1] * V)
+        if not need:
+            need.add((T - 1) * V)
+        return sorted(need)
+
     def _chain_sample(self, pred, num_views: int):
         """A fixed pixel grid of camera 0's world points, weights and dynamic flags per step (same pixels every
-        window), (T, P, 3), (T, P), (T, P)."""
+        window), (T, P, 3), (T, P), (T, P); NaN points and weight 0 on frames without dense outputs."""
         n = self.cfg.chain_points_grid
         if n <= 0:
             return None, None, None
         P, W, D = [], [], []
         for fp in pred.frames[::num_views]:
+            if fp.depth is None:  # no dense output for this frame: no points, weight 0
+                P.append(np.full((n * n, 3), np.nan))
+                W.append(np.zeros(n * n))
+                D.append(np.zeros(n * n, bool))
+                continue
             h, w = fp.depth.shape
             ys = np.linspace(0, h - 1, n).round().astype(int)
             xs = np.linspace(0, w - 1, n).round().astype(int)

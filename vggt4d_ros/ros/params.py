@@ -64,6 +64,11 @@ NODE_PARAMS: List[Param] = [
     Param("model.compile", False, "torch.compile the model for the node's fixed window shape (first window "
           "eager, then compiled; compiling takes tens of seconds to minutes; a failure logs a warning and stays "
           "eager). Pays off on GPU (fused kernels), measured no gain on the tiny model on CPU."),
+    Param("model.dense_frames", "needed", "Frames that get the dense heads (depth, mask) and their post-processing: "
+          "needed (the output steps' frames, camera 0 at the previous newest step for the window chain, the "
+          "keypoint query frame, the scale source's frames; every frame in the first window after a reset) or "
+          "all (every frame of every window; slower, same outputs up to the chain fit).",
+          choices=("needed", "all")),
     Param("model.target_width", 518, "Model input width in pixels (height follows the aspect, multiple of 14).",
           range=(56, 1036), unit="px"),
     Param("model.resize_mode", "crop", "Fit to the model grid: crop (keep width, crop height to a multiple of 14) "
