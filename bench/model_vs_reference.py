@@ -22,7 +22,15 @@ project_fp32      model's used         yes          no          fp32       no
 project_bf16      model's used         yes          no          bf16       no
 project_fp16      model's used         yes          no          fp16       no   (GPU only)
 project_compiled  model's used         yes          no          fp32/bf16  yes  (on request: --variants)
+project_dense     model's used         yes          no          fp32       no   + dense subset
+project_dense_bf16 model's used        yes          no          bf16       no   + dense subset
 ================  ======  ===========  ===========  ==========  =========  =======
+
+``project_dense*`` stream like the node with ``model.dense_frames: needed``: the dense heads (depth, mask)
+and their post-processing run only for the newest step's V frames, camera 0 at the previous newest step
+(the window chain's shared points) and frame 0 when there are track queries (the keypoint check's query
+depth); the first window computes every frame (as the node's first window after a reset). Their output
+differences are measured on those frames only (poses: all frames).
 
 ``no_point_head`` and the ``project_*`` variants are the Predictor with its defaults (the point head is
 skipped by the Predictor itself, the model keeps all its heads). ``project_compiled`` wraps the model in
@@ -77,23 +85,25 @@ from vggt4d_ros.bench_util import SHARED_MACHINE_NOTE, git_commit, machine_info,
 SHAPES = {"V2xT8": (2, 8), "V1xT16": (1, 16)}
 INPUT_HW = (360, 640)
 
-# name: (layout (None = the model's), keep only used layers, embed cache, point head, precision, compile);
-# precision "auto" = bf16 on CUDA, fp32 on the CPU
-VARIANTS: Dict[str, Tuple[Optional[str], bool, bool, bool, str, bool]] = {
-    "reference": ("global", False, False, True, "fp32", False),
-    "keep_layers": ("global", True, False, True, "fp32", False),
-    "embed_cache": ("global", True, True, True, "fp32", False),
-    "no_point_head": ("global", True, True, False, "fp32", False),
-    "project_fp32": (None, True, True, False, "fp32", False),
-    "project_bf16": (None, True, True, False, "bf16", False),
-    "project_fp16": (None, True, True, False, "fp16", False),
-    "project_compiled": (None, True, True, False, "auto", True),
+# name: (layout (None = the model's), keep only used layers, embed cache, point head, precision, compile,
+# dense subset); precision "auto" = bf16 on CUDA, fp32 on the CPU
+VARIANTS: Dict[str, Tuple[Optional[str], bool, bool, bool, str, bool, bool]] = {
+    "reference": ("global", False, False, True, "fp32", False, False),
+    "keep_layers": ("global", True, False, True, "fp32", False, False),
+    "embed_cache": ("global", True, True, True, "fp32", False, False),
+    "no_point_head": ("global", True, True, False, "fp32", False, False),
+    "project_fp32": (None, True, True, False, "fp32", False, False),
+    "project_bf16": (None, True, True, False, "bf16", False, False),
+    "project_fp16": (None, True, True, False, "fp16", False, False),
+    "project_compiled": (None, True, True, False, "auto", True, False),
+    "project_dense": (None, True, True, False, "fp32", False, True),
+    "project_dense_bf16": (None, True, True, False, "bf16", False, True),
 }
 PARENT = {"keep_layers": "reference", "embed_cache": "keep_layers", "no_point_head": "embed_cache",
           "project_fp32": "no_point_head", "project_bf16": "project_fp32", "project_fp16": "project_fp32",
-          "project_compiled": "project_fp32"}
+          "project_compiled": "project_fp32", "project_dense": "project_fp32", "project_dense_bf16": "project_bf16"}
 ON_REQUEST = ("project_compiled",)  # not in the default list (compilation takes minutes on a CPU)
-QUICK_VARIANTS = ("reference", "no_point_head", "project_fp32")
+QUICK_VARIANTS = ("reference", "no_point_head", "project_fp32", "project_dense")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -167,7 +177,7 @@ def make_variant(base, name: str, device: str, width: int):
     """A :class:`Predictor` over a deep copy of ``base`` set up as variant ``name``."""
     from vggt4d_ros.inference import Predictor
 
-    layout, keep, _cache, point_head, precision, compile_ = VARIANTS[name]
+    layout, keep, _cache, point_head, precision, compile_, _dense = VARIANTS[name]
     if precision == "auto":
         precision = "bf16" if device.startswith("cuda") else "fp32"
     model = copy.deepcopy(base)  # every head stays in the model; the Predictor decides which ones run
@@ -182,9 +192,23 @@ def target_width(config: str) -> int:
     return 518 if int(cfg.get("img_size", 518)) >= 518 else int(cfg["img_size"])
 
 
-def predict(pred, name: str, frames, keys, V: int, queries: Optional[np.ndarray]):
-    cache = VARIANTS[name][2]
-    return pred.predict(frames, num_views=V, query_points=queries, frame_keys=keys if cache else None)
+def dense_subset(V: int, T: int, with_queries: bool) -> List[int]:
+    """The frames the node's ``dense_frames: needed`` computes in a chained stride-1 window: the newest step's
+    V frames, camera 0 at the previous newest step, frame 0 with track queries."""
+    need = {(T - 1) * V + v for v in range(V)}
+    if T > 1:
+        need.add((T - 2) * V)
+    if with_queries:
+        need.add(0)
+    return sorted(need)
+
+
+def predict(pred, name: str, frames, keys, V: int, queries: Optional[np.ndarray], first: bool = False):
+    cache, dense = VARIANTS[name][2], VARIANTS[name][6]
+    kw = {}
+    if dense and not first:  # the first window computes every frame, as the node's first window
+        kw["dense_frames"] = dense_subset(V, len(frames) // V, queries is not None)
+    return pred.predict(frames, num_views=V, query_points=queries, frame_keys=keys if cache else None, **kw)
 
 
 def queries_for(n: int, seed: int = 1) -> Optional[np.ndarray]:
@@ -198,13 +222,18 @@ def queries_for(n: int, seed: int = 1) -> Optional[np.ndarray]:
 def outputs_of(pred) -> Dict[str, np.ndarray]:
     """Depth (S, Hm, Wm) on the model grid and cam-from-world (S, 4, 4) rebased to the reference frame."""
     return {"depth": pred.raw["depth"].float().cpu().numpy(),
-            "pose": pred.cam_from_world.double().cpu().numpy()}
+            "pose": pred.cam_from_world.double().cpu().numpy(),
+            "dense": np.asarray(getattr(pred, "dense_frames", range(len(pred.frames))), dtype=np.int64)}
 
 
 def diff(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> Dict[str, float]:
     """Max abs depth difference, max relative depth difference, max translation difference, max rotation
     difference (degrees) between two variants' outputs of one window."""
     da, db = a["depth"].astype(np.float64), b["depth"].astype(np.float64)
+    if len(da) != len(db):  # a dense-subset variant: compare its frames only
+        common = np.intersect1d(a["dense"], b["dense"])
+        da = da[np.searchsorted(a["dense"], common)]
+        db = db[np.searchsorted(b["dense"], common)]
     d = np.abs(da - db)
     rel = d / np.maximum(np.abs(db), 1e-12)
     Ra, Rb = a["pose"][:, :3, :3], b["pose"][:, :3, :3]
@@ -242,7 +271,7 @@ def memory_one(spec: Dict[str, Any]) -> Dict[str, Any]:
     q = queries_for(spec["queries"])
     for k in range(spec["windows"]):
         frames, keys = window_frames(stream, k, V, T)
-        predict(pred, spec["variant"], frames, keys, V, q)
+        predict(pred, spec["variant"], frames, keys, V, q, first=k == 0)
     row = {"variant": spec["variant"], "weights_fingerprint": fp, "weights_mib": round(weights_mib, 1),
            "rss_after_build_mib": rss0,
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
@@ -293,7 +322,7 @@ def timing_pass(config: str, device: str, shape: str, variants: Sequence[str], s
         outs = {}
         for name in order:
             c0 = time.process_time()
-            p = predict(preds[name], name, frames, keys, V, q)
+            p = predict(preds[name], name, frames, keys, V, q, first=k == 0)
             cpu_ms = 1e3 * (time.process_time() - c0)
             outs[name] = outputs_of(p)
             info.setdefault(name, {"precision": preds[name].precision, "model_hw": list(p.model_hw),
@@ -360,6 +389,8 @@ def agreement_expected(name: str, model_layout: str) -> str:
     if name == "project_fp32":
         return ("exact up to float round-off (the model's layout is global)" if model_layout == "global"
                 else f"no: the model's '{model_layout}' attention layout is a different formulation")
+    if name == "project_dense":
+        return "exact up to float round-off on the dense frames (the dense heads see each frame on its own)"
     return "approximately: lower-precision weights and activations"
 
 
@@ -477,7 +508,7 @@ def main() -> int:
              "speedup_process_cpu_median": p["speedup_vs_reference_process_cpu_median"],
              "torch_threads": r.get("torch_threads"),
              "target_2x_met_median": bool(p["speedup_vs_reference_total_median"] >= 2.0)}
-        for other in ("no_point_head", "project_compiled"):
+        for other in ("no_point_head", "project_compiled", "project_dense", "project_dense_bf16"):
             if other in r["variants"] and other != proj:
                 h[f"{other}_speedup_total_median"] = r["variants"][other]["speedup_vs_reference_total_median"]
         mk = "peak_gpu_mem_mib" if cuda else "peak_rss_mib"
@@ -500,7 +531,7 @@ def main() -> int:
                  "'model' is the forward pass alone; stride-1 stream of synthetic frames, variants interleaved per "
                  "window; memory from one subprocess per variant (2 windows)"),
         "variants_legend": {n: dict(zip(("layout", "keep_only_used_layers", "embed_cache", "point_head", "precision",
-                                         "compile"),
+                                         "compile", "dense_subset"),
                                         (v[0] or "model's",) + v[1:])) for n, v in VARIANTS.items() if n in variants},
         "headline": headline,
         "wall_s": round(time.perf_counter() - t_start, 1),
