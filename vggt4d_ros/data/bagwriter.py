@@ -167,7 +167,7 @@ def _camera_messages(m: _Msgs, seq: SynthSequence, cam: str, cf: CameraFrame, *,
     xyz = tr.xyz_cam[sel].astype(np.float64)
     keypoints = [
         kp_t(id=int(tr.ids[k]), camera_index=cam_index, u=float(uv[j, 0]), v=float(uv[j, 1]), confidence=1.0,
-             visible=bool(tr.visible[k]), age=int(tr.age[k]),
+             visible=bool(tr.visible[k]), age=int(tr.age[k]), reprojection_error=float("nan"),  # not checked
              position=pt_t(x=float(xyz[j, 0]), y=float(xyz[j, 1]), z=float(xyz[j, 2])))
         for j, k in enumerate(sel)
     ]
