@@ -214,6 +214,8 @@ class Player:
 
     def publish_next(self) -> int:
         """Publish the next step (all cameras, CameraInfo first); returns its stamp (wall ns)."""
+        from vggt4d_ros.bag.rosutil import publish_spaced
+
         step = self.steps[ping_pong(len(self.steps), self.played)]
         self.played += 1
         now = time.time_ns()
@@ -224,7 +226,7 @@ class Player:
                 m.header.stamp.sec = int(sec)
                 m.header.stamp.nanosec = int(nsec)
             self.pubs[c][0].publish(info)
-            self.pubs[c][1].publish(img)
+            publish_spaced(self.pubs[c][1], img)  # as the bag player: large samples spaced
         return now
 
 

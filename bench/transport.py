@@ -9,7 +9,8 @@ else. Both processes use this project's localhost-only DDS environment (:mod:`vg
 subscriber is a child process started with that environment, the publisher is this process.
 
 Per topic: messages received / published, latency min / median / p95 / max (ms), and the number of
-"stalls" (latency above ``--stall-ms``).
+"stalls" (latency above ``--stall-ms``). One run per ``--gap-ms`` value: the pause after each large publish
+that the node and the bag player make (:func:`vggt4d_ros.bag.rosutil.publish_spaced`); 0 = back to back.
 
     python bench/transport.py --rate 2 --count 40 --save bench/results/transport-cpu-<machine>.json
 """
@@ -62,35 +63,20 @@ def _subscriber(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--topics", type=int, default=2)
-    ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--height", type=int, default=360)
-    ap.add_argument("--rate", type=float, default=2.0)
-    ap.add_argument("--count", type=int, default=40, help="messages per topic")
-    ap.add_argument("--depth", type=int, default=5)
-    ap.add_argument("--stall-ms", type=float, default=200.0)
-    ap.add_argument("--save", type=Path)
-    ap.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--duration", type=float, default=0.0, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.subscriber:
-        return _subscriber(args)
+def _run(args: argparse.Namespace, gap_s: float) -> dict:
+    """One publisher/subscriber run; per-topic figures."""
+    import rclpy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
 
-    from vggt4d_ros.rosenv import apply_localhost_env, localhost_env
+    from vggt4d_ros.bag.rosutil import publish_spaced
+    from vggt4d_ros.rosenv import localhost_env
 
-    apply_localhost_env()
     duration = args.count / args.rate + 8.0
     child = subprocess.Popen([sys.executable, __file__, "--subscriber", "--duration", str(duration),
                               "--topics", str(args.topics), "--depth", str(args.depth)],
                              env=localhost_env(dict(os.environ)), stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
-    import rclpy
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-
-    rclpy.init()
     node = rclpy.create_node("vggt4d_transport_pub")
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=args.depth, reliability=ReliabilityPolicy.RELIABLE)
     pubs = [node.create_publisher(Image, f"/transport_probe/cam{i}/image_raw", qos) for i in range(args.topics)]
@@ -105,11 +91,10 @@ def main(argv=None) -> int:
         now = time.time_ns()
         img.header.stamp.sec, img.header.stamp.nanosec = divmod(now, 10 ** 9)
         for p in pubs:
-            p.publish(img)
+            publish_spaced(p, img, gap_s)
         time.sleep(max(0.0, t0 + (k + 1) / args.rate - time.monotonic()))
     out, _ = child.communicate(timeout=duration + 30)
     node.destroy_node()
-    rclpy.shutdown()
     lat = json.loads(out.strip().splitlines()[-1])
     topics = {}
     for i in range(args.topics):
@@ -120,9 +105,43 @@ def main(argv=None) -> int:
                             "p95": round(float(np.percentile(a, 95)), 1), "max": round(float(a.max()), 1)}
                            if a.size else None),
             "stalls_over_ms": int((a > args.stall_ms).sum()), "stall_ms": args.stall_ms}
-    doc = {"benchmark": "transport", "machine": machine_info(torch_info=False), "git_commit": git_commit(), "load_average": list(os.getloadavg()),
-           "image": [args.width, args.height, "rgb8"], "rate_hz": args.rate, "depth": args.depth,
-           "profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"), "topics": topics}
+    return {"gap_ms": gap_s * 1e3, "topics": topics}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--topics", type=int, default=2)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--rate", type=float, default=2.0)
+    ap.add_argument("--count", type=int, default=40, help="messages per topic")
+    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--stall-ms", type=float, default=200.0)
+    ap.add_argument("--gap-ms", type=float, nargs="+", default=[0.0, 0.5],
+                    help="pause after each large publish (vggt4d_ros.bag.rosutil.publish_spaced); one run per value")
+    ap.add_argument("--save", type=Path)
+    ap.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--duration", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.subscriber:
+        return _subscriber(args)
+
+    from vggt4d_ros.rosenv import apply_localhost_env
+
+    apply_localhost_env()
+    import rclpy
+
+    rclpy.init()
+    runs = {}
+    try:
+        for gap in args.gap_ms:
+            runs[f"gap_{gap:g}_ms"] = _run(args, gap * 1e-3)
+    finally:
+        rclpy.shutdown()
+    doc = {"benchmark": "transport", "machine": machine_info(torch_info=False), "git_commit": git_commit(),
+           "load_average": list(os.getloadavg()), "image": [args.width, args.height, "rgb8"],
+           "topics": args.topics, "rate_hz": args.rate, "count": args.count, "depth": args.depth,
+           "profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"), "runs": runs}
     text = json.dumps(doc, indent=2)
     print(text)
     if args.save:

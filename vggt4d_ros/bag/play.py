@@ -250,7 +250,7 @@ def play_bag(
     """
     import sys
 
-    from .rosutil import UnknownMessageType, message_class, qos_profile, ros_session
+    from .rosutil import UnknownMessageType, message_class, publish_spaced, qos_profile, ros_session
 
     say = log or (lambda text: print(f"[vggt4d-bag play] {text}", file=sys.stderr, flush=True))
     stop = stop_event or threading.Event()
@@ -414,7 +414,7 @@ def play_bag(
                     if stop.is_set():
                         break
                     publish_clock(t_ns)
-                    pubs[topic].publish(raw)
+                    publish_spaced(pubs[topic], raw)
                     result.published += 1
                     result.per_topic[topic] = result.per_topic.get(topic, 0) + 1
                     t_last = t_ns

@@ -73,6 +73,7 @@ def build_node_class():
     from visualization_msgs.msg import MarkerArray
 
     from vggt4d_ros.msg import TrackedKeypoints, WindowStatus
+    from vggt4d_ros.bag.rosutil import publish_spaced
     from vggt4d_ros.ros import conversions as conv
     from vggt4d_ros.ros import messages as outmsg
     from vggt4d_ros.extrinsics import resolve_extrinsics
@@ -633,7 +634,7 @@ def build_node_class():
 
             for step in result.steps:
                 for topic, _, msg in outmsg.step_messages(params, step, ns="~", want=want, markers=self._markers):
-                    self._pubs[topic].publish(msg)
+                    publish_spaced(self._pubs[topic], msg)  # large ones spaced: see publish_spaced
                 if self._map is not None:
                     with self._map_lock:
                         self._map.insert_step(step, mask_threshold=float(params["mask.threshold"]),
