@@ -131,3 +131,36 @@ def test_cli_info_and_bad_bags(tmp_path):
     _assert_one_line_error(_cli("play", str(bag), "--topics", "/nope"), "/nope")
     _assert_one_line_error(_cli("record", "-o", str(tmp_path / "r"), "--storage", "bag1", "/a"), "bag1")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_bag_of_an_older_message_definition_still_decodes(tmp_path, storage):
+    """A bag recorded before TrackedKeypoint gained ``reprojection_error``: read with the bag's own
+    definition (stored in the bag), not this version's, so the fields it has decode correctly."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_types_from_msg
+    from rosbags.typesys import get_typestore as rosbags_typestore
+
+    from vggt4d_ros.bag.io import STORAGES
+    from vggt4d_ros.bag.typestore import msg_dir
+
+    old = rosbags_typestore(Stores.ROS2_JAZZY)
+    kp_text = "\n".join(line for line in (msg_dir() / "TrackedKeypoint.msg").read_text().splitlines()
+                        if "reprojection_error" not in line)
+    types = get_types_from_msg(kp_text, "vggt4d_ros/msg/TrackedKeypoint")
+    types.update(get_types_from_msg((msg_dir() / "TrackedKeypoints.msg").read_text(),
+                                    "vggt4d_ros/msg/TrackedKeypoints"))
+    old.register(types)
+    T = old.types
+    kp = T["vggt4d_ros/msg/TrackedKeypoint"](id=7, camera_index=1, u=10.5, v=20.25, confidence=0.5, visible=True,
+                                             age=3, position=T["geometry_msgs/msg/Point"](x=1.0, y=2.0, z=3.0))
+    hdr = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=5, nanosec=6), frame_id="cam1")
+    msg = T["vggt4d_ros/msg/TrackedKeypoints"](header=hdr, camera_index=1, width=64, height=48, keypoints=[kp])
+    path = tmp_path / "old"
+    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as w:
+        conn = w.add_connection("/gt/cam1/tracks", "vggt4d_ros/msg/TrackedKeypoints", typestore=old)
+        w.write(conn, 5_000_000_006, old.serialize_cdr(msg, "vggt4d_ros/msg/TrackedKeypoints"))
+    (got,) = list(read_messages(path, decode=True))
+    k = got.data.keypoints[0]
+    assert (k.id, k.u, k.v, k.age, k.position.z) == (7, 10.5, 20.25, 3, 3.0)
+    assert not hasattr(k, "reprojection_error")

@@ -27,7 +27,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.errors import ReaderError, WriterError
 from rosbags.rosbag2.reader import Reader
 
-from .typestore import get_typestore
+from .typestore import get_typestore, typestore_for
 
 PathLike = Union[str, Path]
 
@@ -139,7 +139,7 @@ def read_messages(
             conns = [c for c in conns if c.topic in wanted]
             if not conns:
                 return
-        store = get_typestore() if decode else None
+        store = typestore_for(conns) if decode else None  # the bag's own definitions of this package's types
         it = reader.messages(connections=conns, start=start_ns, stop=stop_ns)
         while True:
             try:

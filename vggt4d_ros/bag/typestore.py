@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Iterable, Tuple
 
 from rosbags.typesys import Stores, get_typestore as _rosbags_typestore
 from rosbags.typesys import get_types_from_msg
@@ -42,3 +43,68 @@ def get_typestore():
         types.update(get_types_from_msg(text, f"{PACKAGE}/msg/{name}"))
     store.register(types)
     return store
+
+
+_SEPARATOR = "=" * 80
+
+
+def _project_definitions(msgtype: str, text: str) -> Tuple[Tuple[str, str], ...]:
+    """``((name, definition), ...)`` of this package's types in a bag's concatenated message definition
+    (ROS 2 ``ros2msg`` format: the top type, then ``MSG: pkg/Name`` blocks between 80 ``=`` lines)."""
+    out = []
+    for i, block in enumerate(text.split(_SEPARATOR)):
+        lines = block.strip("\n").splitlines()
+        if i == 0:
+            name, body = msgtype, "\n".join(lines)
+        elif lines and lines[0].startswith("MSG: "):
+            name, body = lines[0][5:].strip(), "\n".join(lines[1:])
+        else:
+            continue
+        parts = name.split("/")
+        if parts[0] == PACKAGE:
+            out.append((f"{PACKAGE}/msg/{parts[-1]}", body))
+    return tuple(sorted(set(out)))
+
+
+def typestore_for(connections: Iterable) -> object:
+    """The type store to decode a bag's messages with: :func:`get_typestore`, except that this package's
+    types come from the bag's own stored definitions when it has them (a bag recorded by an older version of
+    the node, with fewer fields, still decodes)."""
+    defs = []
+    for conn in connections:
+        msgdef = getattr(conn, "msgdef", None)
+        data = getattr(msgdef, "data", None) if msgdef is not None else None
+        if isinstance(data, str) and data and str(conn.msgtype).startswith(PACKAGE + "/"):
+            defs.extend(_project_definitions(str(conn.msgtype), data))
+    if not defs:
+        return get_typestore()
+    return _store_with(tuple(sorted(set(defs))))
+
+
+@functools.lru_cache(maxsize=8)
+def _store_with(defs: Tuple[Tuple[str, str], ...]) -> object:
+    current = {}
+    folder = msg_dir()
+    for name in _MSG_NAMES:
+        current[f"{PACKAGE}/msg/{name}"] = (folder / f"{name}.msg").read_text()
+    bag = dict(defs)
+    if all(_fields(bag[n]) == _fields(current.get(n, "")) for n in bag):
+        return get_typestore()
+    store = _rosbags_typestore(Stores.ROS2_JAZZY)
+    types = {}
+    for name in current:
+        types.update(get_types_from_msg(bag.get(name, current[name]), name))
+    store.register(types)
+    return store
+
+
+def _fields(text: str) -> Tuple[str, ...]:
+    """Field lines of a definition without comments, blank lines, spacing and package prefixes of this
+    package's own types (``TrackedKeypoint`` = ``vggt4d_ros/TrackedKeypoint`` inside the package)."""
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            line = line.replace(f"{PACKAGE}/msg/", "").replace(f"{PACKAGE}/", "")
+            out.append(" ".join(line.split()))
+    return tuple(out)
