@@ -9,29 +9,22 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_data import shifting_frames, tiny_model
 from vggt4d_ros.inference import Predictor
-from vggt4d_ros.model import build_model_from_config
 
 TW = 126  # model width: 9 patches
 V, T = 2, 3
 DENSE_KEYS = ("depth", "depth_conf", "points_world", "points_conf", "dynamic_mask")
 
 
-def _tiny_model():
-    torch.manual_seed(0)
-    return build_model_from_config("tiny")
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _tiny_model()
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")
 def frames():
-    rng = np.random.default_rng(1)
-    base = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
-    return [np.roll(base, shift=4 * i, axis=1) for i in range(V * T + V)]  # one extra step for streaming
+    return shifting_frames(V * T + V, shift=4, seed=1)  # one extra step for streaming
 
 
 QUERIES = [[20.0, 30.0], [120.5, 60.25], [80.0, 45.0]]

@@ -6,30 +6,22 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_data import shifting_frames, tiny_model
 from vggt4d_ros.geometry import project_points
 from vggt4d_ros.inference import FramePrediction, Predictor, WindowPrediction
-from vggt4d_ros.model import build_model_from_config
 
 TW = 126  # model width: 9 patches
 V, T = 2, 2
 
 
-def _tiny_model():
-    torch.manual_seed(0)
-    return build_model_from_config("tiny")
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _tiny_model()
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")
 def frames():
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
-    # A slowly shifting texture: a plausible window rather than pure noise.
-    return [np.roll(base, shift=3 * i, axis=1) for i in range(V * T)]
+    return shifting_frames(V * T, shift=3, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_data import shifting_frames, tiny_model
 from vggt4d_ros.inference import Predictor
 from vggt4d_ros.inference.predictor import pack_frames, unpack_like
-from vggt4d_ros.model import build_model_from_config
 
 TW = 70  # model width: 5 patches
 V, T = 2, 2
@@ -21,15 +21,12 @@ V, T = 2, 2
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return build_model_from_config("tiny").eval()
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")
 def frames():
-    rng = np.random.default_rng(3)
-    base = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return [np.roll(base, shift=2 * i, axis=1) for i in range(V * T)]
+    return shifting_frames(V * T, hw=(48, 80), shift=2, seed=3)
 
 
 QUERIES = [[10.0, 12.0], [60.5, 30.25]]
