@@ -81,10 +81,28 @@ class NodeHarness:
         self.ex = MultiThreadedExecutor(num_threads=2, context=self.ctx)
         self.ex.add_node(self.node)
         self.ex.add_node(self.test)
-        self.thread = threading.Thread(target=self.ex.spin, daemon=True)
+        self._closing = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
         time.sleep(1.0)  # discovery
         self.rng = np.random.default_rng(0)
+
+    def _spin(self) -> None:
+        """Spin until closed. The tests trigger lifecycle transitions from their own thread (the node's
+        process does it from its single executor thread, through the lifecycle services), and rclpy may
+        then find a subscription's event handler destroyed while it builds the wait set
+        (``InvalidHandle``); that wait is retried instead of ending the spin thread."""
+        from rclpy._rclpy_pybind11 import InvalidHandle
+
+        while not self._closing.is_set() and self.ctx.ok():
+            try:
+                self.ex.spin_once(timeout_sec=0.1)
+            except InvalidHandle:
+                continue
+            except Exception:  # noqa: BLE001 - the context was shut down under us while closing
+                if self._closing.is_set() or not self.ctx.ok():
+                    return
+                raise
 
     def _recorder(self, topic: str, msgtype: str) -> Callable[[Any], None]:
         def on(msg: Any) -> None:
@@ -103,6 +121,8 @@ class NodeHarness:
         try:
             self.node.trigger_deactivate()
         finally:
+            self._closing.set()
+            self.thread.join(timeout=5)
             self.ex.shutdown()
             self.node.destroy_node()
             self.test.destroy_node()
