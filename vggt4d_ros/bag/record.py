@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
-from .io import BagError, BagWriter, open_writer
+from .io import BagError, BagWriter, header_stamp_ns, open_writer
 from .typestore import get_typestore
 
 QOS_MODES = ("auto", "best_effort", "reliable")
@@ -98,6 +98,9 @@ class Recorder:
         self._rejected: Set[str] = set()
         self._lock = threading.Lock()
         self._received = 0
+        self._types: Dict[str, str] = {}
+        #: newest header stamp (ns) received per topic whose type starts with a Header
+        self.newest_stamp: Dict[str, int] = {}
         self._use_sim_time = bool(node.get_parameter("use_sim_time").value)
         self._writer: BagWriter = open_writer(path, storage)
         self.path = Path(path)
@@ -151,6 +154,7 @@ class Recorder:
         except BagError as exc:
             self._reject(topic, str(exc))
             return
+        self._types[topic] = msgtype
         sub = self.node.create_subscription(
             cls,
             topic,
@@ -180,6 +184,10 @@ class Recorder:
         else:
             stamp = (info or {}).get("received_timestamp") or time.time_ns()
         self._writer.write(topic, stamp, raw)
+        mt = self._types.get(topic)
+        hs = header_stamp_ns(raw, mt) if mt is not None else None
+        if hs is not None and hs > self.newest_stamp.get(topic, -1):
+            self.newest_stamp[topic] = hs
         now = time.monotonic()
         self.last_receive = now
         if self.first_receive is None:

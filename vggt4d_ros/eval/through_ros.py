@@ -188,22 +188,30 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
                     break
             time.sleep(0.1)
         stats.wall_s = time.monotonic() - t_start
-        # Reliable delivery repairs a lost sample only at the writer's next heartbeat (Fast DDS: every
-        # 3 s), so a sample can land well after the status that follows it: wait until every per-step
-        # topic holds one message per output step before stopping the node.
-        per_step = [t for t in expected if t not in (f"{ns}/status", "/diagnostics")]
+        # A sample can land well after the status that follows it (a reliable repair, or a large sample
+        # delivered late: docs/reliability.md), so wait until every per-step topic has received the newest
+        # output step's stamp before stopping the node. Delivery is in order per topic, so that topic then
+        # holds every earlier step too. (Counting messages is not enough: steps acknowledged while the
+        # window filled get no result status of their own, yet the first window outputs them.)
+        from vggt4d_ros.bag.io import has_header
+
+        per_step = [t for t, mt in expected.items() if t not in (f"{ns}/status", "/diagnostics") and has_header(mt)]
+        last = max(produced) if produced else None
+
+        def behind() -> Dict[str, Optional[int]]:
+            newest = dict(rec.newest_stamp)
+            return {t: newest.get(t) for t in per_step if last is not None and newest.get(t, -1) < last}
+
         t_end = time.monotonic() + settle_timeout
         while not stats.interrupted and time.monotonic() < t_end and proc.poll() is None:
-            counts = rec.counts
-            short = [t for t in per_step if counts.get(t, 0) < len(produced)]
-            if not short:
+            if not behind():
                 break
             time.sleep(0.1)
-        counts = rec.counts
-        short = {t: counts.get(t, 0) for t in per_step if counts.get(t, 0) < len(produced)}
+        short = behind()
         if short:
-            stats.notes.append(f"after {settle_timeout:g} s, {len(short)} output topics hold fewer messages than "
-                               f"the {len(produced)} output steps: " + ", ".join(f"{t} ({n})" for t, n in short.items()))
+            stats.notes.append(f"after {settle_timeout:g} s, {len(short)} output topics had not received the last "
+                               "output step (a camera absent from that step, or a lost sample): "
+                               + ", ".join(sorted(short)))
         log(f"settled in {time.monotonic() - t_end + settle_timeout:.2f} s")
     except KeyboardInterrupt:
         stats.interrupted = True
