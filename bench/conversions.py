@@ -37,6 +37,7 @@ from vggt4d_ros.ros.conversions import (camera_info_msg, confidence_to_msg, dept
                                         image_to_rgb, make_header, mask_to_msg, reuse_freed_memory,
                                         rgb_to_image_msg, scale_camera_info)
 from vggt4d_ros.ros.pointcloud import points_to_cloud  # noqa: E402
+from vggt4d_ros.bench_util import emit_json  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -88,7 +89,7 @@ def main() -> int:
                   "node_step_min_ms": {m: r["node_step_ms"]["min_ms"] for m, r in runs.items()},
                   "target_total_ms": 5.0, "machine": runs["default"]["machine"],
                   "load_average": os.getloadavg()}
-        return _emit(report, args.out)
+        return emit_json(report, args.out)
     malloc_tuned = reuse_freed_memory() if args.malloc == "reuse" else False
 
     rng = np.random.default_rng(0)
@@ -139,7 +140,7 @@ def main() -> int:
             "python": platform.python_version(), "numpy": np.__version__,
         },
     }
-    return _emit(report, args.out)
+    return emit_json(report, args.out)
 
 
 def _node_step_builder(depth, conf, mask, rgb, pts, headers):
@@ -164,13 +165,6 @@ def _node_step_builder(depth, conf, mask, rgb, pts, headers):
     return lambda: outmsg.step_messages(params, step)
 
 
-def _emit(report: dict, out: str) -> int:
-    text = json.dumps(report, indent=2)
-    print(text)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -190,12 +190,9 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - t0, 1),
         "runs": rows,
     }
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save).write_text(text + "\n")
-    return 0
+    from vggt4d_ros.bench_util import emit_json
+
+    return emit_json(doc, args.save)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vggt4d_ros.bench_util import SHARED_MACHINE_NOTE, git_commit, machine_info, rss_mib, summarize  # noqa: E402
+from vggt4d_ros.bench_util import (SHARED_MACHINE_NOTE, emit_json, git_commit, machine_info, rss_mib,  # noqa: E402
+                                   summarize)
 
 SHAPES = {"V2xT8": (2, 8), "V1xT16": (1, 16)}
 INPUT_HW = (360, 640)
@@ -537,12 +538,7 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - t_start, 1),
         "runs": runs,
     }
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save).write_text(text + "\n")
-    return 0
+    return emit_json(doc, args.save)
 
 
 if __name__ == "__main__":

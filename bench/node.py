@@ -37,7 +37,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -54,7 +53,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vggt4d_ros.bench_util import SHARED_MACHINE_NOTE, git_commit, machine_info, summarize  # noqa: E402
+from vggt4d_ros.bench_util import SHARED_MACHINE_NOTE, emit_json, git_commit, machine_info, summarize  # noqa: E402
 
 NS = "/vggt4d"
 NODE_NAME = "vggt4d"
@@ -494,12 +493,7 @@ def main() -> int:
         print(f"node log kept: {node_log}", file=sys.stderr)
     else:
         shutil.rmtree(logdir, ignore_errors=True)
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save).write_text(text + "\n")
-    return 0
+    return emit_json(doc, args.save)
 
 
 if __name__ == "__main__":

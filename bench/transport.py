@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vggt4d_ros.bench_util import git_commit, machine_info  # noqa: E402
+from vggt4d_ros.bench_util import emit_json, git_commit, machine_info  # noqa: E402
 
 
 def _subscriber(args: argparse.Namespace) -> int:
@@ -142,12 +142,7 @@ def main(argv=None) -> int:
            "load_average": list(os.getloadavg()), "image": [args.width, args.height, "rgb8"],
            "topics": args.topics, "rate_hz": args.rate, "count": args.count, "depth": args.depth,
            "profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"), "runs": runs}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.save:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        args.save.write_text(text + "\n")
-    return 0
+    return emit_json(doc, args.save)
 
 
 if __name__ == "__main__":

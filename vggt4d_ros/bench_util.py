@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["machine_info", "summarize", "git_commit", "rss_mib", "SHARED_MACHINE_NOTE"]
+__all__ = ["machine_info", "summarize", "git_commit", "rss_mib", "emit_json", "SHARED_MACHINE_NOTE"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,3 +97,16 @@ def rss_mib(pid: Optional[int] = None) -> Optional[float]:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def emit_json(doc: Dict[str, Any], save: Optional[Any] = None) -> int:
+    """Print a benchmark's JSON document and, with ``save`` (a path), write it there too; returns 0 (the
+    scripts' exit code)."""
+    import json
+
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if save:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        Path(save).write_text(text + "\n")
+    return 0
