@@ -33,16 +33,26 @@ def msg_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def get_typestore():
-    """Return the Jazzy type store with ``vggt4d_ros/msg/*`` registered."""
+def _package_definitions() -> Tuple[Tuple[str, str], ...]:
+    """``((pkg/msg/Name, .msg text), ...)`` of this package's messages."""
+    folder = msg_dir()
+    return tuple((f"{PACKAGE}/msg/{name}", (folder / f"{name}.msg").read_text()) for name in _MSG_NAMES)
+
+
+def _store_of(definitions: Iterable[Tuple[str, str]]):
+    """Jazzy's type store plus these ``(name, definition)`` types."""
     store = _rosbags_typestore(Stores.ROS2_JAZZY)
     types = {}
-    folder = msg_dir()
-    for name in _MSG_NAMES:
-        text = (folder / f"{name}.msg").read_text()
-        types.update(get_types_from_msg(text, f"{PACKAGE}/msg/{name}"))
+    for name, text in definitions:
+        types.update(get_types_from_msg(text, name))
     store.register(types)
     return store
+
+
+@functools.lru_cache(maxsize=1)
+def get_typestore():
+    """Return the Jazzy type store with ``vggt4d_ros/msg/*`` registered."""
+    return _store_of(_package_definitions())
 
 
 _SEPARATOR = "=" * 80
@@ -83,19 +93,11 @@ def typestore_for(connections: Iterable) -> object:
 
 @functools.lru_cache(maxsize=8)
 def _store_with(defs: Tuple[Tuple[str, str], ...]) -> object:
-    current = {}
-    folder = msg_dir()
-    for name in _MSG_NAMES:
-        current[f"{PACKAGE}/msg/{name}"] = (folder / f"{name}.msg").read_text()
+    current = dict(_package_definitions())
     bag = dict(defs)
     if all(_fields(bag[n]) == _fields(current.get(n, "")) for n in bag):
         return get_typestore()
-    store = _rosbags_typestore(Stores.ROS2_JAZZY)
-    types = {}
-    for name in current:
-        types.update(get_types_from_msg(bag.get(name, current[name]), name))
-    store.register(types)
-    return store
+    return _store_of((name, bag.get(name, text)) for name, text in current.items())
 
 
 def _fields(text: str) -> Tuple[str, ...]:

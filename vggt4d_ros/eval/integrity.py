@@ -107,7 +107,6 @@ class IntegrityChecker:
         self.report = IntegrityReport()
         self._last_stamp: Dict[str, int] = {}
         self._last_seq: Dict[str, Optional[int]] = {}
-        self._seq: Optional[int] = None
         self._backsteps: Dict[str, int] = {}
         self._last_odom: Optional[tuple] = None  # (position (3,), quaternion xyzw (4,))
         self.last_diagnostics: Dict[str, Dict[str, str]] = {}
@@ -126,7 +125,6 @@ class IntegrityChecker:
         info); a stamp violation then names both numbers, which tells a transport duplicate (same number)
         from a message the publisher sent twice (consecutive numbers)."""
         rep = self.report
-        self._seq = seq
         rep.messages[topic] = rep.messages.get(topic, 0) + 1
         before = rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) + rep.odom_jumps
         fn = _CHECKS.get(msgtype)
@@ -140,20 +138,20 @@ class IntegrityChecker:
             self._odom_step(topic, msg)
         header = getattr(msg, "header", None)
         if header is not None:
-            self._stamp(topic, stamp_ns(header.stamp), diagnostics=msgtype.startswith("diagnostic_msgs/"))
+            self._stamp(topic, stamp_ns(header.stamp), seq, diagnostics=msgtype.startswith("diagnostic_msgs/"))
         elif msgtype == "tf2_msgs/msg/TFMessage" and msg.transforms:
-            self._stamp(topic, max(stamp_ns(t.header.stamp) for t in msg.transforms))
+            self._stamp(topic, max(stamp_ns(t.header.stamp) for t in msg.transforms), seq)
         if msgtype == "diagnostic_msgs/msg/DiagnosticArray" and not problems:
             for st in msg.status:
                 self.last_diagnostics[st.name] = {kv.key: kv.value for kv in st.values}
         return rep.malformed.get(topic, 0) + rep.stamp_violations.get(topic, 0) + rep.odom_jumps == before
 
-    def _stamp(self, key: str, ns: int, diagnostics: bool = False) -> None:
+    def _stamp(self, key: str, ns: int, seq: Optional[int] = None, diagnostics: bool = False) -> None:
         topic = key
         last = self._last_stamp.get(key)
         last_seq = self._last_seq.get(key)
         self._last_stamp[key] = ns
-        self._last_seq[key] = self._seq
+        self._last_seq[key] = seq
         if last is None:
             return
         if diagnostics:
@@ -167,7 +165,7 @@ class IntegrityChecker:
             self._backsteps[key] = self._backsteps.get(key, 0) + 1
             return
         what = "repeated" if ns == last else f"went back {(last - ns) * 1e-9:.3f} s"
-        seqs = "" if self._seq is None else f", publisher sequence {last_seq} -> {self._seq}"
+        seqs = "" if seq is None else f", publisher sequence {last_seq} -> {seq}"
         self._bad("stamp", topic, f"stamp {ns} {what} (previous {last}{seqs}){self._when()}")
 
     def _is_loop(self, key: str, ns: int) -> bool:

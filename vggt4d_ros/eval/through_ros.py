@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from vggt4d_ros.bag.io import bag_time_range, read_messages
+from vggt4d_ros.bag.io import bag_time_range, has_header, read_messages
 
 from .config import CameraTopics
 from .node_messages import NODE_NAMESPACE, output_topics
@@ -193,8 +193,6 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
         # output step's stamp before stopping the node. Delivery is in order per topic, so that topic then
         # holds every earlier step too. (Counting messages is not enough: steps acknowledged while the
         # window filled get no result status of their own, yet the first window outputs them.)
-        from vggt4d_ros.bag.io import has_header
-
         per_step = [t for t, mt in expected.items() if t not in (f"{ns}/status", "/diagnostics") and has_header(mt)]
         last = max(produced) if produced else None
 
