@@ -146,7 +146,7 @@ def main() -> int:
 def _node_step_builder(depth, conf, mask, rgb, pts, headers):
     """``step_messages`` of one synthetic StepOutput with the node's default parameters."""
     from vggt4d_ros.eval.config import load_params
-    from vggt4d_ros.pipeline import CameraOutput, StepOutput
+    from vggt4d_ros.perception.pipeline import CameraOutput, StepOutput
     from vggt4d_ros.ros import messages as outmsg
 
     V = depth.shape[0]

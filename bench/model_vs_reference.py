@@ -141,7 +141,7 @@ def resolve_weights(config: str, checkpoint: str) -> Optional[str]:
         return None
     if checkpoint != "auto":
         return checkpoint
-    from vggt4d_ros.pipeline import resolve_checkpoint
+    from vggt4d_ros.perception.pipeline import resolve_checkpoint
 
     try:
         return resolve_checkpoint(config, "")

@@ -9,6 +9,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+# PYTHON selects the interpreter of a new .venv (3.10, 3.11 or 3.12), e.g. PYTHON=python3.10; requirements/*.txt
+# pin per Python version where a pinned package has dropped 3.10.
+PYTHON_SET="${PYTHON:+1}"
 PYTHON="${PYTHON:-python3}"
 BUILD="$ROOT/build/setup"
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -23,6 +26,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ make >/dev/null
   else
     echo "setup: missing tools: ${missing[*]} (install cmake, g++ and make)" >&2; exit 1
+  fi
+fi
+if ! need_cmd "$PYTHON" && [ ! -x "$PYTHON" ]; then
+  echo "setup: PYTHON=$PYTHON is not an executable" >&2; exit 1
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 10))'; then
+  echo "setup: $("$PYTHON" --version 2>&1) is too old (Python 3.10, 3.11 or 3.12; set PYTHON=python3.X)" >&2; exit 1
+fi
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] > (3, 12))' \
+  || log "warning: $("$PYTHON" --version 2>&1) is untested (the pins are checked for Python 3.10 to 3.12)"
+if [ -x "$VENV/bin/python" ]; then
+  want="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  have="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [ "$want" != "$have" ] && [ -n "${PYTHON_SET:-}" ]; then
+    echo "setup: $VENV is Python $have but PYTHON=$PYTHON is $want: remove $VENV (or use another checkout) first" >&2
+    exit 1
   fi
 fi
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then

@@ -91,6 +91,75 @@ def test_writer_abort_and_refusals(tmp_path):
         open_writer(tmp_path / "done")
 
 
+def _mcap_records(path):
+    """(chunk compressions, {topic: [(log_time, payload), ...]}) read with the mcap library (not rosbags)."""
+    from mcap.reader import make_reader
+
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        summary = reader.get_summary()
+        compressions = {c.compression for c in summary.chunk_indexes}
+        msgs = {}
+        for _schema, channel, message in reader.iter_messages(log_time_order=True):
+            msgs.setdefault(channel.topic, []).append((message.log_time, bytes(message.data)))
+    return compressions, msgs
+
+
+@pytest.mark.parametrize("compression", ["zstd", None])
+def test_single_file_output_and_zstd_chunks_read_by_both_readers(tmp_path, compression):
+    """x.mcap is written as that one file; zstd chunks are smaller and both readers give the same bytes."""
+    store = get_typestore()
+    rng = np.random.default_rng(0)
+    depth = np.round(rng.uniform(1, 5, (140, 252)), 2).astype("<f4")  # smooth-ish float depth, as published
+    img = store.types["sensor_msgs/msg/Image"]
+    hdr = store.types["std_msgs/msg/Header"]
+    stamp = store.types["builtin_interfaces/msg/Time"]
+    out = tmp_path / "outputs.mcap"
+    sent = []
+    with open_writer(out, "mcap", compression=compression) as w:
+        w.add_topic("/vggt4d/cam0/depth", "sensor_msgs/msg/Image")
+        for i in range(40):
+            msg = img(header=hdr(stamp=stamp(sec=i, nanosec=0), frame_id="cam0"), height=140, width=252,
+                      encoding="32FC1", is_bigendian=0, step=252 * 4, data=depth.view(np.uint8).reshape(-1))
+            raw = store.serialize_cdr(msg, "sensor_msgs/msg/Image")
+            sent.append((i * 1_000_000_000, raw))
+            w.write("/vggt4d/cam0/depth", i * 1_000_000_000, raw)
+    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["outputs.mcap"]
+    compressions, msgs = _mcap_records(out)
+    assert compressions == ({"zstd"} if compression else {""})
+    assert [(t, bytes(d)) for t, d in sent] == msgs["/vggt4d/cam0/depth"]
+    ours = [(m.stamp_ns, bytes(m.data)) for m in read_messages(out)]  # rosbags
+    assert ours == msgs["/vggt4d/cam0/depth"]
+    raw_size = sum(len(d) for _, d in sent)
+    size = out.stat().st_size
+    if compression:
+        assert size < 0.6 * raw_size  # 2-decimal depths: zstd takes off well over a third
+    else:
+        assert size > raw_size
+    with pytest.raises(BagError, match="needs storage mcap"):
+        open_writer(tmp_path / "s.db3", "sqlite3", compression="zstd")
+    with pytest.raises(BagError, match="unsupported compression"):
+        open_writer(tmp_path / "l", "mcap", compression="lz5")
+
+
+def test_replay_output_bag_is_one_zstd_mcap(tmp_path):
+    """OutputBag (the replay's outputs.mcap): one file, zstd chunks, readable by the mcap library."""
+    from vggt4d_ros.eval.offline import OutputBag
+
+    store = get_typestore()
+    s = store.types["std_msgs/msg/String"]
+    ob = OutputBag(tmp_path)
+    payloads = [store.serialize_cdr(s(data="x" * 1000 + str(i)), "std_msgs/msg/String") for i in range(50)]
+    for i, raw in enumerate(payloads):
+        ob.write("/vggt4d/note", "std_msgs/msg/String", 10 + i, raw)
+    assert not (tmp_path / "outputs.mcap").exists()  # only once closed
+    path = ob.close()
+    assert path == tmp_path / "outputs.mcap" and sorted(p.name for p in tmp_path.iterdir()) == ["outputs.mcap"]
+    compressions, msgs = _mcap_records(path)
+    assert compressions == {"zstd"} and msgs["/vggt4d/note"] == [(10 + i, p) for i, p in enumerate(payloads)]
+    assert path.stat().st_size < sum(map(len, payloads)) / 5
+
+
 def _cli(*args, timeout=60):
     return subprocess.run(
         [sys.executable, "-m", "vggt4d_ros.bag.cli", *args], cwd=ROOT, capture_output=True, text=True,

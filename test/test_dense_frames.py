@@ -48,9 +48,10 @@ def test_model_dense_frames_match_full_run(model):
 @pytest.mark.parametrize("dense", [[0, 5], [4, 5, 2]])
 def test_predictor_subset_equals_full_on_selected_frames(model, frames, dense):
     win = frames[: V * T]
-    full = Predictor(copy.deepcopy(model), target_width=TW).predict(win, num_views=V, query_points=QUERIES)
-    sub = Predictor(copy.deepcopy(model), target_width=TW).predict(win, num_views=V, query_points=QUERIES,
-                                                                  dense_frames=dense)
+    full = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="head").predict(
+        win, num_views=V, query_points=QUERIES)
+    sub = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="head").predict(
+        win, num_views=V, query_points=QUERIES, dense_frames=dense)
     assert sub.dense_frames == tuple(sorted(dense)) and full.dense_frames == tuple(range(V * T))
     assert sub.dynamic_mask_source == full.dynamic_mask_source == "head"
     assert sub.raw["depth"].shape[0] == len(dense)
@@ -126,7 +127,7 @@ def test_preprocess_cache_identical_and_bounded(model, frames):
 # ------------------------------------------------------------------ the pipeline (real tiny model, CPU)
 from types import SimpleNamespace  # noqa: E402
 
-from vggt4d_ros.pipeline import Pipeline, PipelineConfig, pipeline_config_from_params  # noqa: E402
+from vggt4d_ros.perception.pipeline import Pipeline, PipelineConfig, pipeline_config_from_params  # noqa: E402
 
 PT = 4  # window steps in the pipeline tests (4: the chain sees fewer shared points with "needed")
 

@@ -37,12 +37,22 @@ def _tiny() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
+def tiny_export_run(tmp_path_factory):
+    """The README's vggt4d-export command (tiny weights named with --checkpoint), as its own process."""
+    import subprocess
+    import sys
+
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    rc = export_main(["--config", "tiny", "--checkpoint", str(TINY_CKPT), "--height", str(H), "--width", str(W),
-                      "--views", str(V), "--steps", str(T), "-o", str(out)])
-    assert rc == 0
-    return out
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "vggt4d_export"), "--config", "tiny", "--checkpoint",
+                          str(TINY_CKPT), "--height", str(H), "--width", str(W), "--views", str(V), "--steps", str(T),
+                          "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:]
+    return out, run.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_export_run):
+    return tiny_export_run[0]
 
 
 def _dino_model() -> torch.nn.Module:
@@ -91,6 +101,43 @@ def test_cli_export_round_trip(tiny_export, capsys):
     assert "ReduceMax" not in ops
 
 
+def test_cli_export_prints_its_result_and_nothing_of_the_exporter_stack(tiny_export_run):
+    """Before, one export printed about 650 lines of torch.onnx / onnxscript / onnx_ir logging."""
+    out, text = tiny_export_run
+    lines = text.strip().splitlines()
+    assert lines[0].startswith(f"wrote {out}") and lines[-1].startswith("parity ok"), text
+    assert len(lines) == 7, text  # wrote, checker + 4 outputs, parity
+    for noise in ("onnxscript", "onnx_ir", "[torch.onnx]", "Warning", "torchvision"):
+        assert noise not in text, noise
+
+
+def test_cli_refuses_random_weights_unless_asked(tmp_path, capsys, monkeypatch):
+    import vggt4d_ros.export as export_pkg
+
+    rc = export_main(["--config", "tiny", "--height", "70", "--width", "112", "-o", str(tmp_path / "a.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no --checkpoint" in err and "--random-weights" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a.onnx").exists()
+    rc = export_main(["--config", "tiny", "--checkpoint", str(TINY_CKPT), "--random-weights", "--height", "70",
+                      "--width", "112", "-o", str(tmp_path / "a.onnx")])
+    assert rc == 2 and "exclude each other" in capsys.readouterr().err
+    # Asked for: the model is built with seeded random weights and exported; the sidecar says so.
+    seen = []
+
+    def fake_export(model, path, spec, **kw):
+        seen.append((next(model.parameters()).detach().clone(), kw["metadata"]))
+        return {"input": {"shape": [1, 1, 3, 70, 112], "dtype": "float32"}, "outputs": [], "export_seconds": 0}
+
+    monkeypatch.setattr(export_pkg, "export_onnx", fake_export)
+    for _ in range(2):
+        rc = export_main(["--config", "tiny", "--random-weights", "--no-verify", "--height", "70", "--width", "112",
+                          "-o", str(tmp_path / "r.onnx")])
+        assert rc == 0
+    assert seen[0][1]["random_weights"] is True and seen[0][1]["checkpoint"] is None
+    assert torch.equal(seen[0][0], seen[1][0])  # seeded (--seed 0): the same random weights each time
+    assert not torch.equal(seen[0][0], next(_tiny().parameters()))
+
+
 def test_predictor_on_ort_backend_matches_torch(tiny_export):
     rng = np.random.default_rng(3)
     base = (rng.random((H // 7, W // 7, 3)) * 255).astype(np.float32)
@@ -98,7 +145,7 @@ def test_predictor_on_ort_backend_matches_torch(tiny_export):
     for s in range(V * T):  # smooth images shifted per frame (not white noise)
         img = np.kron(np.roll(base, s, axis=1), np.ones((7, 7, 1)))
         frames.append(np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8))
-    torch_pred = Predictor(_tiny(), target_width=W).predict(frames, num_views=V)
+    torch_pred = Predictor(_tiny(), target_width=W, dynamic_mask="head").predict(frames, num_views=V)  # the export's mask
     ort_pred = Predictor(OrtBackend(tiny_export), target_width=W).predict(frames, num_views=V)
     assert ort_pred.model_hw == (H, W) and ort_pred.dynamic_mask_source == torch_pred.dynamic_mask_source == "head"
     for a, b in zip(torch_pred.frames, ort_pred.frames):
@@ -175,9 +222,11 @@ def test_missing_head_and_cli_errors(tmp_path, capsys):
                           camera_head={"trunk_depth": 1, "num_heads": 2}, dpt={"features": 8, "out_channels": [8] * 4})
     with pytest.raises(ExportError, match="no mask head"):
         export_onnx(no_mask, tmp_path / "x.onnx", ExportSpec(height=56, width=56, heads=("camera", "mask")))
-    rc = export_main(["--config", "no-such-config", "--height", "70", "--width", "112", "-o", str(tmp_path / "a.onnx")])
+    rc = export_main(["--config", "no-such-config", "--random-weights", "--height", "70", "--width", "112",
+                      "-o", str(tmp_path / "a.onnx")])
     assert rc == 2 and "no model configuration 'no-such-config'" in capsys.readouterr().err
-    rc = export_main(["--config", "tiny", "--height", "70", "--width", "100", "-o", str(tmp_path / "a.onnx")])
+    rc = export_main(["--config", "tiny", "--checkpoint", str(TINY_CKPT), "--height", "70", "--width", "100",
+                      "-o", str(tmp_path / "a.onnx")])
     assert rc == 2 and "width 100 must be a positive multiple of the patch size 14" in capsys.readouterr().err
     rc = export_main(["--config", "tiny", "--checkpoint", str(tmp_path / "none.safetensors"), "--height", "70",
                       "--width", "112", "-o", str(tmp_path / "a.onnx")])

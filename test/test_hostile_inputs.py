@@ -8,6 +8,7 @@ says why, cameras that all stop and resume, and lifecycle deactivate/activate wh
 """
 import math
 import threading
+import re
 import time
 
 import numpy as np
@@ -30,6 +31,7 @@ class Harness(NodeHarness):
         super().__init__("hostile", NODE_TYPES, params, diagnostics=True, rosout=True)
         self.last_t, self.last_i = None, 0
         self.capfd, self.err = None, ""
+        self.started, self.started_wall = time.monotonic(), time.time()
 
     def drive(self, steps, start=0, cam1=None, cam0=None, pace=1.0):
         """One step per ``DT``: a good cam0 image (or ``cam0(i, t)``) and ``cam1(i, t)`` (a good one when
@@ -67,7 +69,9 @@ class Harness(NodeHarness):
     def warnings(self, text):
         """Warnings/errors of the node containing ``text``: from /rosout, and from the process's stderr
         (rcutils console output, captured by pytest) in case /rosout matched late."""
-        out = [m.msg for m in self.logs if m.level >= 30 and text in m.msg]
+        # (records stamped before this harness started are an earlier node's, delivered as transient local)
+        out = [m.msg for m in self.logs if m.level >= 30 and text in m.msg
+               and m.stamp.sec + 1e-9 * m.stamp.nanosec >= self.started_wall - 1.0]
         if self.capfd is not None:
             self.err += self.capfd.readouterr().err
         seen = set(out)
@@ -101,11 +105,19 @@ def _finite_depths(msgs):
 
 def _assert_rejected_cleanly(h, cam, n_bad, reason):
     """``cam`` counted ``n_bad`` rejections, one throttled warning names the reason, diagnostics say WARN."""
-    assert h.node._rejected.get(cam, 0) >= n_bad, h.node._rejected
+    assert h.node.frontend.rejected.get(cam, 0) >= n_bad, h.node.frontend.rejected
     warns = h.warnings(f"camera {cam}")
     assert any(reason in w for w in warns), [m.msg for m in h.logs][-10:]
-    # Throttled: at most one warning per reason per 5 s, far fewer than the rejections.
-    assert len([w for w in warns if reason in w]) <= 2, warns
+    # Throttled: at most one warning per kind of reason (its text before any ':' detail, numbers aside) per 5 s
+    # of the harness's life, however long the machine's load stretches it, and far fewer than the rejections.
+    same = [w for w in warns if reason in w]
+    assert len(same) < n_bad, warns
+    kinds: dict = {}
+    for w in same:
+        kind = re.sub(r"[0-9]+", "#", w.split(f"camera {cam}: ", 1)[-1].split(":")[0])
+        kinds[kind] = kinds.get(kind, 0) + 1
+    allowed = 1 + int((time.monotonic() - h.started) / 5.0)
+    assert all(n <= allowed for n in kinds.values()), (kinds, allowed, same)
     assert h.wait(lambda: (h.camera_diag(cam) or (0,))[0] == 1
                   and int(h.camera_diag(cam)[2]["rejected"]) >= n_bad, 10), h.camera_diag(cam)
     level, text, values = h.camera_diag(cam)
@@ -133,7 +145,7 @@ def _assert_good_camera_and_integrity(h, good="cam0", min_outputs=2, errors=0):
     time.sleep(0.3)
     rep = h.checker.report
     assert rep.ok, rep.as_dict()
-    assert h.node._counters["errors"] == errors
+    assert h.node.frontend.counters["errors"] == errors
 
 
 def test_zero_size_huge_and_inconsistent_images(harness):
@@ -238,13 +250,15 @@ def test_camera_info_changes_size_mid_stream(harness):
     assert n1 >= 1
     # CameraInfo says 160x90 while images are still 112x70: images rejected.
     h.info["cam1"].publish(h.camera_info("cam1", T0 + 3 * DT, 160, 90))
-    assert h.wait(lambda: h.node._infos.get("cam1").width == 160, 10)
+    assert h.wait(lambda: h.node.frontend.infos.get("cam1").width == 160, 10)
     h.drive(4, start=3, cam1=lambda i, t: (None, h.camera_info("cam1", t, 160, 90)))
     _assert_rejected_cleanly(h, "cam1", 4, "differs from its CameraInfo")
     # Then the images follow: the camera works at its new size.
     h.drive(5, start=7, cam1=lambda i, t: (h.image("cam1", t, width=160, height=90),
                                             h.camera_info("cam1", t, 160, 90)))
-    assert h.wait(lambda: T0 + 10 * DT in _stamps(h, "/vggt4d/cam1/depth"))  # step 11 waits for a newer frame
+    # Step 10 or 11 (11 waits for a newer frame, or for the sync timeout when the machine is slow; a slow model
+    # may then skip 10 for the newer 11).
+    assert h.wait(lambda: {T0 + 10 * DT, T0 + 11 * DT} & set(_stamps(h, "/vggt4d/cam1/depth")))
     sizes = [(m.width, m.height) for m in h.msgs["/vggt4d/cam1/depth"]]
     assert sizes[0] == (W, H) and sizes[-1] == (160, 90)
     # A camera reconfigured between two frames (CameraInfo and images change together, no gap): the window
@@ -298,7 +312,7 @@ def test_model_failure_drops_one_window_and_recovers(harness, exc_name):
     assert calls["n"] >= 2
     _assert_good_camera_and_integrity(h, errors=1)  # later windows processed, newest step output
     assert h.count("/vggt4d/odometry") > n_odom
-    assert h.node._counters["errors"] == 1, h.node._counters
+    assert h.node.frontend.counters["errors"] == 1, h.node.frontend.counters
     said = [m.message for m in h.msgs["/vggt4d/status"] if "window dropped" in m.message]
     assert len(said) == 1 and exc_name in said[0] and "out of memory" in said[0], said
     assert any("inference failed" in w and exc_name in w for w in h.warnings("window dropped"))
@@ -338,7 +352,7 @@ def test_deactivate_activate_under_load_repeated(harness):
     finally:
         stop.set()
         feeder.join(timeout=5)
-    assert h.node._counters["errors"] == 0
+    assert h.node.frontend.counters["errors"] == 0
     for m in h.msgs["/vggt4d/odometry"]:
         p = m.pose.pose.position
         assert all(math.isfinite(v) for v in (p.x, p.y, p.z))

@@ -13,8 +13,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from vggt4d_ros.inference.types import FramePrediction, WindowPrediction
-from vggt4d_ros.keypoints import KeypointTracker, static_projection
-from vggt4d_ros.pipeline import PipelineConfig, pipeline_config_from_params
+from vggt4d_ros.perception.keypoints import KeypointTracker, static_projection
+from vggt4d_ros.perception.pipeline import PipelineConfig, pipeline_config_from_params
 from vggt4d_ros.ros.params import NODE_PARAMS
 
 H, W = 120, 160

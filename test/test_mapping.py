@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vggt4d_ros.mapping import VoxelMap, read_pcd, read_ply, static_points
+from vggt4d_ros.perception.mapping import VoxelMap, read_pcd, read_ply, static_points
 
 
 def _by_position(xyz, *arrays):

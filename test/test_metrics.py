@@ -124,6 +124,8 @@ def test_mask_iou_known_masks():
     assert s["accuracy"] == pytest.approx(0.6)
     b = s["baseline_all_static"]
     assert b["iou_dynamic"] == 0.0 and b["iou_static"] == pytest.approx(0.5) and b["accuracy"] == pytest.approx(0.5)
+    a = s["baseline_all_dynamic"]  # IoU = the dynamic fraction (50 of 100 pixels)
+    assert a["iou_dynamic"] == pytest.approx(0.5) and a["iou_static"] == 0.0 and a["accuracy"] == pytest.approx(0.5)
     acc.add("cam0", 2, gt, gt)  # a perfect frame
     s = acc.summary()
     assert s["iou_dynamic"] == pytest.approx((30 + 50) / (70 + 50))
@@ -149,6 +151,60 @@ def test_tracks_match_follow_and_baseline():
     b = s["baseline_static_points"]
     assert b["epe_mean"] == pytest.approx(np.hypot(3.0, 1.0))  # stays at (51, 49), truth (54, 50)
     assert b["visibility_accuracy"] == 0.5
+
+
+def _static_scene(n_frames=6, w=64, h=48):
+    """A camera translating +0.1 m/frame along x in front of a wall at z = 4 m (one moving square)."""
+    K = np.array([[50.0, 0.0, (w - 1) / 2], [0.0, 50.0, (h - 1) / 2], [0.0, 0.0, 1.0]])
+    frames = []
+    for i in range(n_frames):
+        T = np.eye(4)
+        T[0, 3] = 0.1 * i
+        depth = np.full((h, w), 4.0, np.float32)
+        dyn = np.zeros((h, w), bool)
+        dyn[5:10, 5:10] = True
+        frames.append(M.FrameGeometry(depth=depth, T_world_cam=T, K=K, dynamic=dyn))
+    return frames, K
+
+
+def test_tracks_static_ground_truth_from_depth_and_poses():
+    """Keypoints far from every ground-truth track are still evaluated: a static pixel's ground truth is the
+    surface point under it (depth, pose, intrinsics) projected into each later frame. A wall 4 m away seen by a
+    camera moving 0.1 m per frame to the right (f = 50 px): static points move 1.25 px left per frame."""
+    frames, K = _static_scene()
+    acc = M.TrackAccumulator(match_radius_px=2.0)
+    kp0 = np.array([[30.0, 20.0], [40.0, 30.0]])
+    no_gt = (np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, bool))  # no ground-truth track at all
+    for i, g in enumerate(frames):
+        truth = kp0 - [1.25 * i, 0.0]
+        pred = truth + [[0.5, 0.0], [0.0, 0.0]]  # keypoint 1 is 0.5 px off from frame 1 on, keypoint 2 exact
+        if i == 0:
+            pred = kp0
+        acc.add("cam0", [1, 2], pred, [True, True], *no_gt, geometry=g)
+    s = acc.summary()
+    assert s["keypoints_matched"] == 2 and s["keypoints_matched_by_geometry"] == 2 and s["keypoints_unmatched"] == 0
+    assert s["points_evaluated"] == 2 * 5
+    assert s["epe_mean"] == pytest.approx(0.25, abs=1e-9)  # half the points 0.5 px off, half exact
+    base = s["baseline_static_points"]  # a point that stays put is 1.25 px per frame behind
+    assert base["epe_mean"] == pytest.approx(1.25 * np.mean([1, 2, 3, 4, 5]), rel=1e-9)
+    hz = {tuple(h["frames"]): h for h in s["by_horizon"]}
+    assert hz[(1, 3)]["points"] == 6 and hz[(1, 3)]["baseline_epe_median"] == pytest.approx(2.5)
+    assert s["by_kind"]["static"]["points"] == 10 and s["by_kind"]["moving"]["points"] == 0
+
+
+def test_tracks_moving_keypoints_match_moving_tracks_only():
+    """A keypoint on the moving square pairs with the moving ground-truth track, not a nearer static one;
+    the static geometry is never used for it."""
+    frames, _K = _static_scene(3)
+    acc = M.TrackAccumulator(match_radius_px=6.0)
+    gt_ids = np.array([7, 8])
+    for i, g in enumerate(frames):
+        gt_uv = np.array([[7.0 + 2 * i, 7.0], [11.0, 7.0]])  # 7 on the square (moves +2 px), 8 static beside it
+        acc.add("cam0", [1], [[8.0 + 2 * i, 7.0]] if i else [[9.4, 7.0]], [True],  # 9.4: nearer track 8
+                gt_ids, gt_uv, np.array([True, True]), geometry=g)
+    s = acc.summary()
+    assert s["keypoints_matched"] == 1 and s["keypoints_matched_by_geometry"] == 0
+    assert s["by_kind"]["moving"]["points"] == 2 and s["epe_median"] == pytest.approx(1.0)
 
 
 def test_runtime_metrics():

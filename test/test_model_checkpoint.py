@@ -130,9 +130,10 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"aggregator.camera_token": torch.zeros(1), "payload": _Payload(marker)}, path)
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match="refused"):
+    with pytest.raises(CheckpointError, match="refused") as e:
         load_checkpoint(build_model(**SMALL), path)
     assert not marker.exists()
+    assert "weights_only=False" not in str(e.value) and "Unsupported global" in str(e.value)  # no advice to run it
     # the payload is real: an unrestricted load would have run it
     torch.load(path, weights_only=False)
     assert marker.exists()
@@ -146,3 +147,115 @@ def test_plain_pickle_file_is_refused(tmp_path):
     with pytest.raises(CheckpointError):
         load_checkpoint(build_model(**SMALL), path)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- 4D-VGGT v1.0 release format
+RELEASE_META = {"model_name": "4D-VGGT", "naming_schema_version": 2, "distribution_name": "4d-vggt",
+                "import_package": "four_d_vggt", "release": "version-1.0", "architecture": "4d-vggt-geometry-v1",
+                "architecture_schema_version": 2, "released_tasks": ["camera", "depth", "point"]}
+RELEASE_CFG = {"img_size": 56, "patch_size": 14, "embed_dim": 8, "window_size": 5, "depth": 2,
+               "cached_layer_indices": [0, 1, 1, 1], "enable_cross_time": True, "spatial_head_options": None,
+               "dense_head_options": {"intermediate_layer_idx": [0, 1, 1, 1]}}
+
+
+class _ReleaseLike(torch.nn.Module):
+    """Stands in for the project's 4D-VGGT model in loader-only tests: the release's key prefixes, and the
+    ``release_model_config`` / ``release_metadata`` that model exposes."""
+
+    def __init__(self, **cfg):
+        super().__init__()
+        self.cross_view_global_fusion = torch.nn.Linear(8, 8)
+        self.spatial_head = torch.nn.Linear(8, 4)
+        self.release_model_config = {**RELEASE_CFG, **cfg}
+        self.release_metadata = {k: RELEASE_META[k] for k in ("architecture", "architecture_schema_version")}
+
+
+def _release_file(path, model=None, drop=(), **over):
+    torch.manual_seed(3)
+    src = model or _ReleaseLike()
+    payload = {**RELEASE_META, "model_config": dict(RELEASE_CFG),
+               "model": {k: torch.randn_like(v) for k, v in src.state_dict().items()}}
+    payload.update(over)
+    for k in drop:
+        payload.pop(k)
+    torch.save(payload, path)
+    return payload
+
+
+def test_release_format_loads_strictly(tmp_path):
+    path = tmp_path / "4d-vggt-geometry-v1.pt"
+    payload = _release_file(path)
+    m = _ReleaseLike(cached_layer_indices=(0, 1, 1, 1))  # a tuple equals the file's JSON list
+    rep = load_checkpoint(m, path)
+    assert rep.ok and rep.layout == "4d-vggt" and rep.notes == []
+    assert rep.metadata["architecture"] == "4d-vggt-geometry-v1" and rep.metadata["release"] == "version-1.0"
+    assert all(torch.equal(v, payload["model"][k]) for k, v in m.state_dict().items())
+
+
+@pytest.mark.parametrize("over,words", [
+    ({"architecture": "4d-vggt-geometry-v2"}, ['architecture: file "4d-vggt-geometry-v2" vs model "4d-vggt-geometry-v1"']),
+    ({"architecture_schema_version": 1}, ["architecture_schema_version: file 1 vs model 2"]),
+    ({"model_config": {**RELEASE_CFG, "window_size": 7, "depth": 3}},
+     ["2 differences", "model_config.window_size: file 7 vs model 5", "model_config.depth: file 3 vs model 2"]),
+    ({"model_config": {**RELEASE_CFG, "enable_cross_time": 1}}, ["model_config.enable_cross_time: file 1 vs model true"]),
+    ({"model_config": {**{k: v for k, v in RELEASE_CFG.items() if k != "img_size"}, "extra": "x"}},
+     ["model_config.extra: file \"x\" vs model <absent>", "model_config.img_size: file <absent> vs model 56"]),
+    ({"model_config": {**RELEASE_CFG, "dense_head_options": {"intermediate_layer_idx": [0, 1, 1, 0]}}},
+     ['model_config.dense_head_options: file {"intermediate_layer_idx": [0, 1, 1, 0]} vs model '
+      '{"intermediate_layer_idx": [0, 1, 1, 1]}']),
+])
+def test_release_mismatch_names_each_difference(tmp_path, over, words):
+    path = tmp_path / "r.pt"
+    _release_file(path, **over)
+    m = _ReleaseLike()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(m, path)
+    msg = str(e.value)
+    assert "r.pt" in msg
+    for w in words:
+        assert w in msg, msg
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())  # nothing loaded
+
+
+def test_release_without_model_config_or_state(tmp_path):
+    path = tmp_path / "r.pt"
+    _release_file(path, drop=("model_config",))
+    with pytest.raises(CheckpointError, match="model_config: absent"):
+        load_checkpoint(_ReleaseLike(), path)
+    _release_file(path, drop=("model",))
+    with pytest.raises(CheckpointError, match="no 'model' state_dict"):
+        load_checkpoint(_ReleaseLike(), path)
+
+
+def test_release_file_into_a_vggt_model_names_the_config(tmp_path):
+    path = tmp_path / "4d-vggt-geometry-v1.pt"
+    _release_file(path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(build_model(**SMALL), path)
+    msg = str(e.value)
+    assert "4D-VGGT release checkpoint" in msg and "model.config: 4d-vggt" in msg and "VGGT4D" in msg, msg
+    # an architecture this project does not build: the message lists what it builds
+    _release_file(path, architecture="4d-vggt-full-v2")
+    with pytest.raises(CheckpointError, match="4d-vggt-full-v2.*4d-vggt-geometry-v1"):
+        load_checkpoint(build_model(**SMALL), path)
+    # the bare weights (no metadata) into a VGGT4D: key mismatch with the hint
+    torch.save(_ReleaseLike().state_dict(), path)
+    with pytest.raises(CheckpointError, match="layout '4d-vggt'.*model.config: 4d-vggt"):
+        load_checkpoint(build_model(**SMALL), path)
+
+
+def test_release_bare_state_dict_loads_with_a_note(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file({k: torch.randn_like(v) for k, v in _ReleaseLike().state_dict().items()}, str(path))
+    rep = load_checkpoint(_ReleaseLike(), path)
+    assert rep.ok and len(rep.notes) == 1 and "only its keys and shapes" in rep.notes[0]
+
+
+def test_truncated_release_file(tmp_path):
+    good = tmp_path / "good.pt"
+    _release_file(good)
+    cut = tmp_path / "4d-vggt-geometry-v1.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size * 2 // 3])
+    with pytest.raises(CheckpointError, match="4d-vggt-geometry-v1.pt: not a readable PyTorch checkpoint, truncated"):
+        load_checkpoint(_ReleaseLike(), cut)

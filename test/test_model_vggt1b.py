@@ -55,7 +55,9 @@ def test_named_configs_add_only_their_prefixes():
         base = set(build_model_from_config("vggt-1b").state_dict())
         page = set(build_model_from_config("page4d").state_dict())
         st = set(build_model_from_config("vggt4d-spatiotemporal").state_dict())
-    assert base < page and all(k.startswith("aggregator.spatial_mask_head.head0.") for k in page - base)
+    # PAGE-4D: VGGT-1B without the track head, plus the mask predictor
+    assert all(k.startswith("track_head.") for k in base - page) and any(k.startswith("track_head.") for k in base)
+    assert page - base and all(k.startswith("aggregator.spatial_mask_head.head0.") for k in page - base)
     assert base < st and all(k.startswith("mask_head.") for k in st - base)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vggt4d_ros.pipeline import EMBEDDED_DIR, RANDOM_INIT
+from vggt4d_ros.perception.pipeline import EMBEDDED_DIR, RANDOM_INIT
 from vggt4d_ros.rosenv import localhost_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,11 +226,11 @@ def test_node_lifecycle_repeated_without_leaks():
     from lifecycle_msgs.msg import State
     from rclpy.parameter import Parameter
 
-    from vggt4d_ros.ros.node import build_node_class
+    from vggt4d_ros.ros.node import Vggt4dNode
 
     rclpy.init()
     try:
-        Node = build_node_class()
+        Node = Vggt4dNode
         node = Node(parameter_overrides=[
             Parameter("autostart", value=False), Parameter("cameras", value=["cam0", "cam1"]),
             Parameter("model.checkpoint", value=RANDOM_INIT), Parameter("model.device", value="cpu"),
@@ -257,11 +257,11 @@ def test_missing_checkpoint_fails_configure_and_node_stays_alive():
     import rclpy
     from rclpy.parameter import Parameter
 
-    from vggt4d_ros.ros.node import build_node_class
+    from vggt4d_ros.ros.node import Vggt4dNode
 
     rclpy.init()
     try:
-        node = build_node_class()(parameter_overrides=[
+        node = Vggt4dNode(parameter_overrides=[
             Parameter("autostart", value=False), Parameter("model.checkpoint", value="/nonexistent/w.safetensors")])
         node.trigger_configure()
         assert node._state_machine.current_state[1] == "unconfigured"

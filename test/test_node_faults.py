@@ -52,7 +52,7 @@ def test_unsupported_encoding_rejected_other_camera_continues(harness):
     h = harness()
     _drive(h, 8, encoding="32FC1")
     assert h.wait(lambda: len(h.odom) >= 3)
-    assert h.node._rejected.get("cam1", 0) >= 8 and h.node._rejected.get("cam0", 0) == 0
+    assert h.node.frontend.rejected.get("cam1", 0) >= 8 and h.node.frontend.rejected.get("cam0", 0) == 0
     assert len(h.depth["cam1"]) == 0 and len(h.depth["cam0"]) >= 3
     assert all(np.isfinite(_pos(o)).all() for o in h.odom)
 
@@ -65,7 +65,7 @@ def test_data_inconsistent_with_size_and_camera_info_mismatch(harness):
     time.sleep(0.5)
     _drive(h, 4, start=4, info_wh=(640, 480))
     assert h.wait(lambda: len(h.depth["cam0"]) >= 3)
-    assert h.node._rejected.get("cam1", 0) >= 8 and len(h.depth["cam1"]) == 0
+    assert h.node.frontend.rejected.get("cam1", 0) >= 8 and len(h.depth["cam1"]) == 0
 
 
 def test_missing_camera_info_waits_and_keeps_others(harness):
@@ -83,7 +83,7 @@ def test_stamps_backwards_reset_without_odometry_jump(harness):
     n = len(h.odom)
     _drive(h, 4, start=-20)  # a bag loop: stamps 2 s earlier
     assert h.wait(lambda: len(h.odom) >= n + 2)
-    assert h.node._counters["resets"] >= 1
+    assert h.node.frontend.counters["resets"] >= 1
     after = [_pos(o) for o in h.odom[n:]]
     assert all(np.isfinite(p).all() for p in after)
     steps = np.linalg.norm(np.diff(np.array([before] + after), axis=0), axis=1)
@@ -133,7 +133,7 @@ def test_static_map_published_and_saved_by_service(harness, tmp_path):
     from sensor_msgs.msg import PointCloud2
     from std_srvs.srv import Trigger
 
-    from vggt4d_ros.mapping import read_ply
+    from vggt4d_ros.perception.mapping import read_ply
     from vggt4d_ros.ros.pointcloud import cloud_xyz
 
     path = tmp_path / "map.ply"
@@ -162,12 +162,12 @@ def test_auto_reliability_receives_every_large_image_from_a_reliable_publisher(h
     from rclpy.qos import ReliabilityPolicy
 
     h = harness(**{"model.target_width": 112})
-    assert h.wait(lambda: all(v[1] == ReliabilityPolicy.RELIABLE for v in h.node._cam_subs.values()), 20)
+    assert h.wait(lambda: all(v[1] == ReliabilityPolicy.RELIABLE for v in h.node._sensors.subs.values()), 20)
     time.sleep(0.5)
     for i in range(6):
         t = T0 + i * DT
         for c in ("cam0", "cam1"):
             h.send(c, t, width=640, height=360)
         time.sleep(0.2)
-    assert h.wait(lambda: h.node._counters["steps_in"] >= 5, 60), h.node._counters
-    assert h.node._rejected == {}
+    assert h.wait(lambda: h.node.frontend.counters["steps_in"] >= 5, 60), h.node.frontend.counters
+    assert h.node.frontend.rejected == {}

@@ -1,7 +1,7 @@
 """Pipeline configuration errors are clear and raised before any work."""
 import pytest
 
-from vggt4d_ros.pipeline import RANDOM_INIT, Pipeline, PipelineConfig, resolve_checkpoint
+from vggt4d_ros.perception.pipeline import RANDOM_INIT, Pipeline, PipelineConfig, resolve_checkpoint
 
 
 def test_missing_checkpoint_and_unknown_model_fail_clearly(tmp_path):

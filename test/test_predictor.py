@@ -35,7 +35,7 @@ def test_types_shapes_and_finiteness(fp32_pred):
     assert isinstance(out, WindowPrediction) and len(out) == V * T
     assert out.model_hw == (70, TW) and out.reference_index == 0
     assert set(out.timing_ms) == {"preprocess", "model", "postprocess", "total"}
-    assert out.dynamic_mask_source in ("head", "geometric")
+    assert out.dynamic_mask_source in ("head", "page4d", "geometric")
     for s, f in enumerate(out.frames):
         assert isinstance(f, FramePrediction)
         assert (f.index, f.time_index, f.view_index) == (s, s // V, s % V)
@@ -148,7 +148,8 @@ def test_head_points_and_mask_sources(model, frames):
     has_mask_head = getattr(model, "mask_head", None) is not None
     p = Predictor(copy.deepcopy(model), target_width=TW, compute_points="head")
     out = p.predict(frames, num_views=V)
-    assert out.dynamic_mask_source == ("head" if has_mask_head else "geometric")
+    preferred = (getattr(model, "inference_defaults", None) or {}).get("dynamic_mask")  # the config's choice
+    assert out.dynamic_mask_source == (preferred or ("head" if has_mask_head else "geometric"))
     f = out.frames[0]
     assert f.points_world.shape == (90, 160, 3) and np.isfinite(f.points_world).all()
     if model.config.get("page4d", {}).get("enabled"):

@@ -1,5 +1,7 @@
 """Preprocessing: sizes, the exact pixel mapping (both ways), intrinsics, and mapping outputs back."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,41 @@ def test_mixed_frame_sizes_share_one_grid():
     images, maps = preprocess_frames(frames, target_width=252, mode="crop")
     assert images.shape == (2, 3, 196, 252)
     assert maps[1].model_hw == (196, 252) and maps[1].resized_hw == (140, 252)  # padded to fit
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# resize="pil": 4D-VGGT v1.0's four_d_vggt/utils/load_fn.py, via the fixture made from the release's own code by
+# scripts/make_4dvggt_fixture.py (load_and_preprocess_images at target_size 56 on 4:3, 16:9, portrait, an
+# upscaled and an RGBA image, crop and pad).
+LOAD_FN = Path(__file__).parent / "data" / "model" / "4dvggt_load_fn.safetensors"
+
+
+def _load_fn_fixture():
+    from safetensors import safe_open
+
+    with safe_open(str(LOAD_FN), "pt") as f:
+        return int(f.metadata()["target_size"]), {k: f.get_tensor(k) for k in f.keys()}
+
+
+@pytest.mark.parametrize("mode", ["crop", "pad"])
+@pytest.mark.parametrize("name", ["4x3", "16x9", "portrait", "up", "rgba"])
+def test_pil_resize_is_the_release_load_fn(name, mode):
+    target, t = _load_fn_fixture()
+    ref = t[f"{mode}.{name}"]
+    frame = t[f"input.{name}"].numpy()
+    images, maps = preprocess_frames([frame], target, mode, resize="pil")
+    assert tuple(images.shape[1:]) == tuple(ref.shape) == (3,) + maps[0].model_hw
+    assert torch.equal((images[0] * 255).round().to(torch.uint8), ref)  # every pixel, exactly
+    assert torch.equal(images[0] * 255, (images[0] * 255).round())  # k / 255 values, as load_fn's
+    if name != "rgba":  # the default resize: same sizes, values within about one level when shrinking
+        plain, plain_maps = preprocess_frames([frame], target, mode)
+        assert plain_maps == maps
+        err = (plain[0] * 255 - ref.float()).abs()
+        assert err.max() <= (8.0 if name == "up" else 1.5) and err.max() > 0
+
+
+def test_pil_resize_checks_its_input():
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_frames([np.zeros((28, 28, 3), np.float32)], 28, "crop", resize="pil")
+    with pytest.raises(ValueError, match="resize"):
+        preprocess_frames([np.zeros((28, 28, 3), np.uint8)], 28, "crop", resize="bogus")

@@ -23,13 +23,13 @@ from vggt4d_ros.data.bagwriter import write_synth_bag
 from vggt4d_ros.data.synth import SynthConfig, SynthSequence
 from vggt4d_ros.eval.config import ConfigError, load_params, resolve_cameras
 from vggt4d_ros.eval.node_messages import output_topics
-from vggt4d_ros.pipeline import EMBEDDED_DIR, RANDOM_INIT
+from vggt4d_ros.perception.pipeline import EMBEDDED_DIR, RANDOM_INIT
 from vggt4d_ros.rosenv import localhost_env
 from vggt4d_ros.tools.replay import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = dict(seed=3, num_cameras=2, width=160, height=96, rate_hz=10.0, texture_px=128, num_tracks=256)
-STEPS = 8  # time steps in the bag; window T=3, stride 2 -> windows end at steps 2, 4, 6
+STEPS = 8  # time steps in the bag; window T=4, stride 2 -> windows end at steps 3, 5, 7
 # Steps output: all 3 of the first window, then the new steps of each window while tracking holds (the
 # pipeline outputs only a window's newest step while tracking is lost, frequent with random weights).
 CHECKPOINT = "" if (EMBEDDED_DIR / "tiny.safetensors").is_file() else RANDOM_INIT
@@ -37,7 +37,7 @@ CHECKPOINT = "" if (EMBEDDED_DIR / "tiny.safetensors").is_file() else RANDOM_INI
 
 def write_config(path: Path, **extra) -> Path:
     params = {"model": {"config": "tiny", "checkpoint": CHECKPOINT, "device": "cpu", "target_width": 112},
-              "cameras": ["cam0", "cam1"], "window": {"num_steps": 3, "stride": 2}, "keypoints": {"max_count": 16}}
+              "cameras": ["cam0", "cam1"], "window": {"num_steps": 4, "stride": 2}, "keypoints": {"max_count": 16}}
     params.update(extra)
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     return path
@@ -89,13 +89,15 @@ def test_outputs_bag_has_every_topic_with_input_stamps(data, offline):
     assert set(out) == set(output_topics(params))
     inp = data["input"]
     status = [m for _t, m in out["/vggt4d/status"]]
-    # every input step is acknowledged; the steps output are those whose status reports a window
-    assert {stamp(m.header) for m in status} == {stamp(m.header) for _t, m in inp["/cam0/image_raw"]}
-    produced = sorted(stamp(m.header) for m in status if m.num_time_steps > 0)
+    # one status per input step, in stamp order (as the node's sequencer: the first window's steps were
+    # acknowledged while it filled); a window's own status for each of its newer output steps
+    assert [stamp(m.header) for m in status] == [stamp(m.header) for _t, m in inp["/cam0/image_raw"]]
+    produced = [stamp(m.header) for _t, m in out["/vggt4d/odometry"]]
     cam0_stamps = [stamp(m.header) for _t, m in inp["/cam0/image_raw"]]
-    assert len(cam0_stamps) == STEPS and len(set(produced)) == len(produced)
-    assert produced[:3] == cam0_stamps[:3] and set(produced) <= set(cam0_stamps[:7])
-    assert {cam0_stamps[4], cam0_stamps[6]} <= set(produced)  # each window's newest step, whatever the tracking
+    assert {stamp(m.header) for m in status if m.num_time_steps > 0} <= set(produced)
+    assert len(cam0_stamps) == STEPS and sorted(set(produced)) == produced
+    assert produced[:4] == cam0_stamps[:4] and set(produced) <= set(cam0_stamps)
+    assert {cam0_stamps[5], cam0_stamps[7]} <= set(produced)  # each window's newest step, whatever the tracking
     for cam in ("cam0", "cam1"):
         in_stamps = [stamp(m.header) for _t, m in inp[f"/{cam}/image_raw"]]
         frame_id = inp[f"/{cam}/image_raw"][0][1].header.frame_id
@@ -183,7 +185,7 @@ def test_bag_without_ground_truth_skips_gt_metrics(data):
     for sec in ("trajectory", "depth", "dynamic_mask", "tracks"):
         assert m[sec]["available"] is False
         assert "ground-truth" in m[sec]["reason"]
-    assert m["runtime"]["steps_out"] == 3
+    assert m["runtime"]["steps_out"] == 4  # 4 steps, one window of T=4
     assert "skipped: the bag has no ground-truth poses" in (out / "report.md").read_text()
     assert set(read_mcap(out / "outputs.mcap")) == set(output_topics(load_params(data["cfg"])))
 
@@ -270,30 +272,126 @@ def test_interrupted_run_leaves_readable_truncated_outputs(data):
     assert not (out / "outputs.bag").exists()
 
 
-def test_through_ros_agrees_with_offline(data, offline):
-    out = data["dir"] / "ros"
-    rc = main([str(data["bag"]), "--config", str(data["cfg"]), "--out", str(out), "--quiet", "--through-ros",
-               "--max-steps", "5"])
-    assert rc == 0, (out / "node.log").read_text()[-2000:] if (out / "node.log").exists() else ""
-    ros = read_mcap(out / "outputs.mcap")
-    off = read_mcap(offline / "outputs.mcap")
-    assert {t for t in ros if t != "/diagnostics"} == {t for t in off if t != "/diagnostics"}
-    r_odom = {stamp(m.header): m.pose.pose for _t, m in ros["/vggt4d/odometry"]}
-    o_odom = {stamp(m.header): m.pose.pose for _t, m in off["/vggt4d/odometry"]}
-    step4 = stamp(data["input"]["/cam0/image_raw"][4][1].header)
-    assert set(r_odom) == {s for s in o_odom if s <= step4}  # 5 steps in: windows end at steps 2 and 4
-    for s, p in r_odom.items():
-        q = o_odom[s]
-        a = [p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y, p.orientation.z]
-        b = [q.position.x, q.position.y, q.position.z, q.orientation.x, q.orientation.y, q.orientation.z]
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    for cam in ("cam0", "cam1"):
-        o_depth = {stamp(m.header): image(m) for _t, m in off[f"/vggt4d/{cam}/depth"]}
-        r_depth = [(stamp(m.header), image(m)) for _t, m in ros[f"/vggt4d/{cam}/depth"]]
-        assert len(r_depth) == len(r_odom)
-        for s, d in r_depth:
-            np.testing.assert_allclose(d, o_depth[s], rtol=1e-4, atol=1e-5, equal_nan=True)
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["run"]["mode"] == "through-ros" and m["runtime"]["windows"] == 2
-    assert m["runtime"]["steps_out"] == len(r_odom) and m["runtime"]["steps_in"] == 5
-    assert m["runtime"]["latency_s"]["count"] == 2
+def _fields(msg):
+    slots = getattr(type(msg), "__slots__", None)
+    return [f.lstrip("_") for f in slots] if slots else [k for k in vars(msg) if not k.startswith("_")]
+
+
+def assert_same(a, b, path="", skip=("latency", "inference_time"), rtol=None):
+    """Two decoded messages equal field by field: floats and float buffers to RTOL (or ``rtol``) / ATOL (NaN
+    equal), the rest exactly; ``skip`` lists timing fields that legitimately differ between two runs."""
+    rtol = RTOL if rtol is None else rtol
+    if isinstance(a, (bytes, bytearray, memoryview)) or (isinstance(a, list) and a and isinstance(a[0], int)
+                                                          and path.endswith(".data")):
+        x, y = bytes(a), bytes(b)
+        if path.split("@")[0].endswith("points/fused"):  # dynamic / invalid points dropped: a few may flip
+            assert abs(len(x) - len(y)) <= 0.01 * len(y), path
+            return
+        assert len(x) == len(y), path
+        if x != y and path.split("@")[0].endswith("dynamic_mask"):  # mono8: a pixel on the threshold may flip
+            assert np.mean(np.frombuffer(x, np.uint8) != np.frombuffer(y, np.uint8)) < 0.01, path
+        elif x != y:  # depth / cloud payloads: float32
+            np.testing.assert_allclose(np.frombuffer(x, "<f4"), np.frombuffer(y, "<f4"), rtol=rtol, atol=ATOL,
+                                       equal_nan=True, err_msg=path)
+        return
+    if isinstance(a, float):
+        assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= ATOL + rtol * abs(b), (path, a, b)
+        return
+    if isinstance(a, (int, str, bool)) or a is None:
+        if path.endswith((".width", ".row_step")) and "points/fused" in path:  # the cloud's point count
+            assert abs(a - b) <= 0.01 * b + 1, (path, a, b)
+            return
+        assert a == b, (path, a, b)
+        return
+    if isinstance(a, (list, tuple, np.ndarray)):
+        assert len(a) == len(b), path
+        if isinstance(a, np.ndarray) or (len(a) and isinstance(a[0], float)):
+            np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=rtol, atol=ATOL,
+                                       equal_nan=True, err_msg=path)
+            return
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{k}]", skip, rtol)
+        return
+    for f in _fields(a):
+        if f not in skip:
+            assert_same(getattr(a, f), getattr(b, f), f"{path}.{f}", skip, rtol)
+
+
+def _by_stamp(msgs):
+    out = {}
+    for _t, m in msgs:
+        h = m.header if hasattr(m, "header") else (m.transforms[0].header if getattr(m, "transforms", None) else
+                                                   m.markers[0].header if getattr(m, "markers", None) else None)
+        if h is not None:
+            out.setdefault(stamp(h), []).append(m)
+    return out
+
+
+# Two processes: float reduction order differs at the last bits, and with a depth topic the node may process a
+# step's image before its depth image (two DDS topics) where the replay reads them in log order; chained over
+# windows this stays well under 1 %.
+RTOL, ATOL = 5e-3, 1e-4
+
+
+def _same_keypoints(a, b, path):
+    """Keypoints: the same tracks (ids) at the same pixels; a track whose visibility sits on the threshold may
+    flip between two processes' last-bit differences, so up to 10 % of the ids may differ."""
+    ka = {k.id: k for k in a.keypoints}
+    kb = {k.id: k for k in b.keypoints}
+    common = set(ka) & set(kb)
+    assert len(common) >= 0.9 * max(len(ka), len(kb)), (path, len(ka), len(kb), len(common))
+    for i in common:
+        assert abs(ka[i].u - kb[i].u) < 0.5 and abs(ka[i].v - kb[i].v) < 0.5, (path, i)
+
+
+def _compare_runs(ros, off, rtol=None):
+    """Every output topic of a through-ROS run equals the offline run's, stamp by stamp, over the whole bag."""
+    topics = {t for t in off if t != "/diagnostics"}
+    assert {t for t in ros if t != "/diagnostics"} == topics
+    stamps = {t: (sorted(_by_stamp(ros[t])), sorted(_by_stamp(off[t]))) for t in topics}
+    assert all(r == o for r, o in stamps.values()), {t: v for t, v in stamps.items() if v[0] != v[1]}
+    for t in sorted(topics):
+        r, o = _by_stamp(ros[t]), _by_stamp(off[t])
+        for st in o:
+            assert len(r[st]) == len(o[st]), (t, st)
+            for a, b in zip(r[st], o[st]):
+                if t.endswith("/keypoints"):
+                    _same_keypoints(a, b, f"{t}@{st}")
+                elif t.endswith("/keypoints/markers"):  # drawn from the keypoints above
+                    assert abs(len(a.markers) - len(b.markers)) <= 0.1 * len(b.markers) + 1, (t, st)
+                else:
+                    assert_same(a, b, f"{t}@{st}", rtol=rtol)
+
+
+@pytest.mark.parametrize("num_cameras", [1, 2])
+def test_through_ros_equals_offline_over_the_whole_bag(tmp_path, num_cameras):
+    """One bag replayed offline and through the real node (lock-step over DDS), with scale.depth_topic: poses,
+    depth, masks, keypoints, clouds, markers, TF and status are the same over every step of the bag (1 camera:
+    the scale comes from the depth topic; 2 cameras: from the rig)."""
+    steps = 6 if num_cameras == 1 else 7
+    # 1 camera at 4:3 (the depth-topic scale failed there in the replay, issue 15), 2 cameras at 5:3
+    size = dict(width=128, height=96) if num_cameras == 1 else {}
+    seq = SynthSequence(SynthConfig(duration_s=steps / 10.0, **dict(SYNTH, num_cameras=num_cameras, **size)))
+    write_synth_bag(seq, tmp_path / "bag")
+    cams = ["cam0", "cam1"][:num_cameras]
+    cfg = write_config(tmp_path / "cfg.yaml", cameras=cams, window={"num_steps": 3, "stride": 1},
+                       scale={"depth_topic": "/gt/cam0/depth"})
+    for mode in ("offline", "ros"):
+        extra = ["--through-ros"] if mode == "ros" else []
+        rc = main([str(tmp_path / "bag"), "--config", str(cfg), "--out", str(tmp_path / mode), "--quiet"] + extra)
+        log = tmp_path / mode / "node.log"
+        assert rc == 0, log.read_text()[-2000:] if log.exists() else ""
+    ros, off = read_mcap(tmp_path / "ros" / "outputs.mcap"), read_mcap(tmp_path / "offline" / "outputs.mcap")
+    # 1 camera, depth-topic scale: 1 %. The depth image of a step comes after its camera image; offline the
+    # window runs at once, without it; through ROS the worker may start after it came and use it (the matcher
+    # attaches a late depth to frames already in a window), so each window's scale can differ by up to 0.7 %
+    # (measured). Holding a window for its newest frame's depth would make the two identical: not done yet.
+    _compare_runs(ros, off, rtol=1e-2 if num_cameras == 1 else None)
+    status = [m for _t, m in off["/vggt4d/status"]]
+    assert len(status) == steps and len(off["/vggt4d/odometry"]) == steps
+    results = [m for m in status if m.num_time_steps > 0]
+    assert all(m.scale_is_metric for m in results)
+    assert {m.scale_source for m in results} == {"depth" if num_cameras == 1 else "rig"}
+    m = json.loads((tmp_path / "ros" / "metrics.json").read_text())
+    assert m["run"]["mode"] == "through-ros" and m["runtime"]["windows"] == steps - 2
+    assert m["runtime"]["steps_out"] == steps and m["runtime"]["steps_in"] == steps

@@ -1,4 +1,4 @@
-"""bench/issue8_eval.py helpers against known answers (no model run: that is the benchmark's job)."""
+"""bench/scale_map_eval.py helpers against known answers (no model run: that is the benchmark's job)."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vggt4d_ros.mapping import VoxelMap
+from vggt4d_ros.perception.mapping import VoxelMap
 from vggt4d_ros.window.chain import metric_scale_from_rig
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "issue8_eval.py"
-_spec = importlib.util.spec_from_file_location("issue8_eval", _PATH)
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "scale_map_eval.py"
+_spec = importlib.util.spec_from_file_location("scale_map_eval", _PATH)
 ev = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ev)
 
@@ -51,7 +51,7 @@ def test_baseline_ratio_and_rig_scale_agree():
 
 
 def test_point_error_is_zero_for_scaled_truth_and_sees_a_wrong_focal():
-    from vggt4d_ros.pipeline import unproject_depth
+    from vggt4d_ros.perception.pipeline import unproject_depth
 
     K = np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]])
     depth = np.full((48, 64), 2.0, np.float32)

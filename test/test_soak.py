@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vggt4d_ros.eval.integrity import IntegrityChecker
-from vggt4d_ros.pipeline import EMBEDDED_DIR
+from vggt4d_ros.perception.pipeline import EMBEDDED_DIR
 from vggt4d_ros.rosenv import localhost_env
 from vggt4d_ros.tools.soak import effective_params, output_topics, proc_status, verdict
 
@@ -164,12 +164,15 @@ def test_proc_status_and_params():
 
 @pytest.mark.skipif(not (EMBEDDED_DIR / "tiny.safetensors").is_file(), reason="embedded tiny weights missing")
 def test_short_soak(tmp_path):
-    """About a minute of the real thing. Memory flatness is judged by the 10-minute benchmark, not here: the
-    node's RSS moves in steps of tens of MiB (allocator arenas under changing load), which a 30 s fit cannot
-    tell from a leak; here RSS must stay bounded (no runaway) and everything else must hold."""
+    """About a minute of the real thing. Memory flatness over hours is judged by the 10/30-minute benchmarks;
+    here the leak bound is 250 MiB/min over the second half: the node's RSS moves in steps of tens of MiB
+    (allocator arenas under changing load), and over every 30 s window of the committed 10- and 30-minute
+    soaks (bench/results/soak-*.json) the fitted slope stayed at or below 104 / 145 MiB/min (30-60 s: +0.2 /
+    -3.1); keeping each output step's messages (2 x 252x140 depth, mask, clouds: about 1 MB at 10 Hz) would
+    grow about 600 MiB/min, keeping two input steps per step about 250."""
     out = tmp_path / "soak.json"
     res = subprocess.run([sys.executable, "-m", "vggt4d_ros.tools.soak", "--duration", "60", "--out", str(out),
-                          "--rss-slope-mib-per-min", "1000", "--keep", str(tmp_path / "keep"), "--quiet"],
+                          "--rss-slope-mib-per-min", "250", "--keep", str(tmp_path / "keep"), "--quiet"],
                          env=localhost_env(), capture_output=True, text=True, timeout=400, cwd=ROOT)
     log = (tmp_path / "keep" / "node.log").read_text(errors="replace") if (tmp_path / "keep").exists() else ""
     assert out.is_file(), res.stdout + res.stderr + log[-2000:]

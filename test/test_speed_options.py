@@ -65,8 +65,9 @@ def test_required_layers_per_head_selection(model):
 
 # ---------------------------------------------------------------------------------------------- predictor heads
 def test_point_head_skip_changes_nothing_but_the_work(model, frames):
-    skip = Predictor(copy.deepcopy(model), target_width=TW)
-    full = Predictor(copy.deepcopy(model), target_width=TW, skip_unused_heads=False)
+    # dynamic_mask="head": the tiny config's own choice is PAGE-4D's mask (no mask head run)
+    skip = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="head")
+    full = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="head", skip_unused_heads=False)
     assert skip.heads_for() == {"camera", "depth", "mask", "track"} and full.heads_for() is None
     assert skip.heads_for(with_tracks=False) == {"camera", "depth", "mask"}
     a = skip.predict(frames, num_views=V, query_points=QUERIES)
@@ -181,8 +182,9 @@ def test_compile_failure_falls_back_to_eager(model, frames, caplog):
 
 def test_compile_dynamo_graph_matches_eager(model, frames):
     """Dynamo capture (``eager`` backend: no code generation, seconds) reproduces the eager forward."""
-    ref = Predictor(copy.deepcopy(model), target_width=TW)
-    p = Predictor(copy.deepcopy(model), target_width=TW, compile=True, compile_options={"backend": "eager"})
+    ref = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="head")
+    p = Predictor(copy.deepcopy(model), target_width=TW, dynamic_mask="head", compile=True,
+                  compile_options={"backend": "eager"})
     keys = [("k", i) for i in range(V * T)]
     for _ in range(2):
         a = p.predict(frames, num_views=V, query_points=QUERIES, frame_keys=keys)

@@ -8,7 +8,7 @@ pytest.importorskip("rclpy")
 from scipy.spatial.transform import Rotation  # noqa: E402
 
 from vggt4d_ros.eval.config import load_params  # noqa: E402
-from vggt4d_ros.pipeline import CameraOutput, StepOutput  # noqa: E402
+from vggt4d_ros.perception.pipeline import CameraOutput, StepOutput  # noqa: E402
 from vggt4d_ros.ros.conversions import make_header  # noqa: E402
 from vggt4d_ros.ros.messages import step_messages  # noqa: E402
 from vggt4d_ros.ros.pointcloud import cloud_dtype  # noqa: E402

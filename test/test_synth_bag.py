@@ -25,8 +25,8 @@ CFG = dict(seed=1, num_cameras=2, width=160, height=96, rate_hz=10.0, duration_s
 
 
 def read_mcap(path: Path):
-    """{topic: [(log_time_ns, decoded), ...]} of a rosbag2 directory holding one .mcap file."""
-    (mcap_file,) = sorted(path.glob("*.mcap"))
+    """{topic: [(log_time_ns, decoded), ...]} of one .mcap file (or a rosbag2 directory holding one)."""
+    (mcap_file,) = [path] if path.is_file() else sorted(path.glob("*.mcap"))
     out = defaultdict(list)
     with open(mcap_file, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
@@ -104,8 +104,7 @@ def per_frame(msgs, topic):
 
 def test_layout_stamps_and_counts(bag):
     seq, summary, msgs = bag
-    assert summary.path.name == "seq" and (summary.path / "seq.mcap").is_file()
-    assert (summary.path / "metadata.yaml").is_file()
+    assert summary.path.name == "seq.mcap" and summary.path.is_file()  # the single file the name says
     n = seq.num_frames
     assert n == 12
     for cam in ("cam0", "cam1"):
@@ -290,7 +289,8 @@ def test_sqlite3_storage_and_jitter(tmp_path):
     seq = SynthSequence(cfg)
     summary = write_synth_bag(seq, tmp_path / "sq.db3")
     assert summary.storage == "sqlite3"
-    (db,) = sorted(summary.path.glob("*.db3"))
+    db = summary.path
+    assert db.name == "sq.db3" and db.is_file()
     con = sqlite3.connect(db)
     topics = {tid: (name, typ) for tid, name, typ in con.execute("SELECT id, name, type FROM topics")}
     defs = {typ: (enc, text) for typ, enc, text in

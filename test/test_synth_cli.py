@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,18 +31,30 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, args, words):
     assert not any(tmp_path.iterdir())
 
 
-def test_writes_bag_and_refuses_to_overwrite(tmp_path, capsys):
+def test_writes_the_file_the_name_says_and_refuses_to_overwrite(tmp_path, capsys):
+    from vggt4d_ros.bag.cli import main as bag_main
+
     out = tmp_path / "run.mcap"
     assert main([str(out), *TINY, "--compressed", "--no-raw"]) == 0
     summary = capsys.readouterr().out.strip()
-    assert summary.startswith(f"wrote {tmp_path / 'run'} (mcap): 3 frames x 2 cameras 48x32")
-    assert (tmp_path / "run" / "run.mcap").is_file() and (tmp_path / "run" / "metadata.yaml").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert summary.startswith(f"wrote {out} (mcap): 3 frames x 2 cameras 48x32")
+    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["run.mcap"]  # one file, no folder
+    assert f"{out.stat().st_size / 1e6:.1f} MB" in summary
+    # what the name says is what the bag tools open
+    assert bag_main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert info.startswith(f"{out}: ") and "/cam0/image_raw/compressed  sensor_msgs/msg/CompressedImage  3" in info
+    assert "/tf_static  tf2_msgs/msg/TFMessage  1  (latched)" in info  # QoS kept inside the file
     assert main([str(out), *TINY]) == 1
     assert "exists already" in capsys.readouterr().err
     assert main([str(tmp_path / "missing" / "x"), *TINY]) == 1
+    assert main([str(tmp_path / "one.db3"), *TINY, "--cameras", "1"]) == 0
+    assert (tmp_path / "one.db3").is_file() and bag_main(["info", str(tmp_path / "one.db3")]) == 0
+    capsys.readouterr()
+    # any other name is a rosbag2 bag directory
     assert main([str(tmp_path / "dirbag"), *TINY, "--storage", "sqlite3", "--cameras", "1"]) == 0
-    assert (tmp_path / "dirbag" / "dirbag.db3").is_file()
+    assert (tmp_path / "dirbag" / "dirbag.db3").is_file() and (tmp_path / "dirbag" / "metadata.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dirbag", "one.db3", "run.mcap"]
 
 
 def test_console_entry_exit_status(tmp_path):
@@ -63,7 +76,7 @@ def test_failed_run_leaves_nothing(tmp_path):
 
 
 def test_resolve_bag_path(tmp_path):
-    assert resolve_bag_path("a/b.mcap") == (resolve_bag_path("a/b")[0], "mcap")
+    assert resolve_bag_path("a/b.mcap") == (Path("a/b.mcap"), "mcap") and resolve_bag_path("a/b")[0] == Path("a/b")
     assert resolve_bag_path("a/b.db3")[1] == "sqlite3"
     assert resolve_bag_path("a/b", "sqlite3")[1] == "sqlite3"
     with pytest.raises(ValueError):

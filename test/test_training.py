@@ -253,3 +253,54 @@ def test_cli_trains_and_resumes(tmp_path):
     assert [x["step"] for x in lines] == [1, 2] and all(np.isfinite(x["loss"]) for x in lines)
     assert torch.load(str(out / "last" / STATE), weights_only=True)["step"] == 2
     assert main(["--config", str(p), "--out", str(out), "--trainable", "nothing_matches"]) == 2
+
+
+def test_mask_loss_is_calibrated_and_soft_iou_targets_iou():
+    """With positive weight 1 the best constant logit is the log-odds of the dynamic fraction (sigmoid > 0.5
+    then means p > 0.5); a positive weight w moves it by log(w): with the v1 recipe's w = 8 a pixel that moves
+    one time in five is published as moving (sigmoid > 0.5 means p > 1/9). The soft-IoU term is 1 - IoU for
+    hard masks."""
+    from vggt4d_ros.training.losses import mask_loss, soft_iou_loss
+
+    gt = torch.zeros(1, 1, 10, 10)
+    gt[..., :2, :] = 1.0  # 20 % dynamic
+    grid = torch.linspace(-6, 6, 1201)
+
+    def best(pw):
+        return float(grid[torch.stack([mask_loss(torch.full_like(gt, float(g)), gt, pw) for g in grid]).argmin()])
+
+    assert best(1.0) == pytest.approx(np.log(0.2 / 0.8), abs=0.02) and best(1.0) < 0
+    assert best(8.0) == pytest.approx(np.log(0.2 / 0.8) + np.log(8.0), abs=0.02) and best(8.0) > 0
+    hard = (gt * 2 - 1) * 50.0
+    assert float(soft_iou_loss(hard, gt, eps=0.0)) == pytest.approx(0.0, abs=1e-6)
+    half = hard.clone()
+    half[..., 2:4, :] = 50.0  # 20 more pixels marked moving: IoU 20 / 40
+    assert float(soft_iou_loss(half, gt, eps=0.0)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_transplant_to_4dvggt_reproduces_the_global_layout():
+    """A VGGT-layout tiny transplanted onto the 4D-VGGT architecture (config/models/tiny-4d.yaml's layout at
+    test size) computes what the tiny computes with global attention: the cross-time branch starts as a copy
+    and the fusion gates at zero."""
+    from vggt4d_ros.model.configs import build_model_from_config
+    from vggt4d_ros.training.transplant import transplant_to_fourd
+
+    root = Path(__file__).resolve().parents[1] / "config" / "models"
+    small = dict(img_size=56, embed_dim=32)  # depth 4 and every head as configured
+    c1 = dict(yaml.safe_load((root / "tiny.yaml").read_text()), **small)
+    c4 = dict(yaml.safe_load((root / "tiny-4d.yaml").read_text()), **small)
+    torch.manual_seed(0)
+    m1 = build_model_from_config(c1).eval()
+    m4 = build_model_from_config(c4).eval()
+    with pytest.raises(ValueError, match="shapes differ"):
+        transplant_to_fourd(build_model_from_config(dict(c4, embed_dim=16)), m1.state_dict())
+    filled, unused = transplant_to_fourd(m4, m1.state_dict())
+    assert unused == [] and filled and all(k.startswith(("cross_time", "spatiotemporal")) for k in filled)
+    torch.manual_seed(1)
+    x = torch.rand(1, 4, 3, 42, 56)
+    q = torch.tensor([[10.0, 12.0], [30.0, 20.0]])
+    with torch.no_grad():
+        a = m1(x, q, num_views=2, layout="global")
+        b = m4(x, q, num_views=2)
+    for k in ("pose_enc", "depth", "dynamic_mask_logits", "page_mask", "track"):
+        assert torch.allclose(a[k], b[k], atol=1e-5), k

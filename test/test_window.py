@@ -100,3 +100,41 @@ def test_window_queue_threaded_handoff():
     assert got == sorted(got) and got[-1] == 4 and len(got) + q.skipped == 5
     with pytest.raises(ValueError):
         SlidingWindow(CAMS, num_steps=2, stride=3)
+
+
+def test_windows_chain_to_the_last_window_taken_when_the_consumer_is_slow():
+    """A consumer slower than the input: the window it takes next starts with the newest steps of the window
+    it took before (what the chain fits on), then steps picked by age up to the newest."""
+    sw = SlidingWindow(CAMS, num_steps=4, stride=1, max_pending_windows=1)
+    for i in range(4):
+        sw.push(_step(i))
+    first = sw.queue.get(timeout=0)
+    assert first.step_ids == (0, 1, 2, 3)
+    for i in range(4, 13):  # 9 more steps while the consumer is busy: 8 windows skipped
+        sw.push(_step(i))
+    assert sw.windows_skipped == 8
+    nxt = sw.queue.get(timeout=0)
+    assert nxt.step_ids[:2] == (2, 3)  # shares the last two steps of the window taken before
+    assert nxt.step_ids[-1] == 12 and list(nxt.step_ids) == sorted(set(nxt.step_ids))
+    assert nxt.step_ids == (2, 3, 8, 12)  # the other slots spread by age between them
+    assert list(nxt.frames[::2]) == ["a2", "a3", "a8", "a12"] and list(nxt.frames[1::2]) == ["b2", "b3", "b8", "b12"]
+    # Keeping up again: contiguous, overlap T - stride with the window taken.
+    sw.push(_step(13))
+    assert sw.queue.get(timeout=0).step_ids == (3, 8, 12, 13)
+    sw.push(_step(14))
+    assert sw.queue.get(timeout=0).step_ids == (8, 12, 13, 14)
+    # After a reset nothing is chained to: the newest contiguous steps again.
+    sw.reset()
+    for i in range(15, 19):
+        sw.push(_step(i))
+    assert sw.queue.get(timeout=0).step_ids == (15, 16, 17, 18)
+
+
+def test_a_consumer_behind_by_a_few_steps_gets_a_contiguous_window():
+    sw = SlidingWindow(CAMS, num_steps=4, stride=1, max_pending_windows=1)
+    for i in range(4):
+        sw.push(_step(i))
+    sw.queue.get(timeout=0)
+    for i in range(4, 6):  # two new steps: still contiguous with the window taken
+        sw.push(_step(i))
+    assert sw.queue.get(timeout=0).step_ids == (2, 3, 4, 5)

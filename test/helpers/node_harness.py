@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from vggt4d_ros.pipeline import RANDOM_INIT
+from vggt4d_ros.perception.pipeline import RANDOM_INIT
 
 W, H = 112, 70
 T0 = 1_700_000_000_000_000_000
@@ -46,14 +46,14 @@ class NodeHarness:
 
         from vggt4d_ros.bag.rosutil import message_class
         from vggt4d_ros.eval.integrity import IntegrityChecker
-        from vggt4d_ros.ros.node import build_node_class
+        from vggt4d_ros.ros.node import Vggt4dNode
 
         self.ctx = rclpy.context.Context()
         rclpy.init(context=self.ctx)
         params = dict(BASE_PARAMS)
         params.update(overrides or {})
         self.cameras: Sequence[str] = list(params["cameras"])
-        self.node = build_node_class()(context=self.ctx, parameter_overrides=[
+        self.node = Vggt4dNode(context=self.ctx, parameter_overrides=[
             Parameter(k, value=v) for k, v in params.items()])
         self.node.trigger_configure()
         self.node.trigger_activate()

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from ..cli_util import strip_ros_args
 from .io import BagError
 
 
@@ -52,11 +53,14 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("record", help="record topics of the ROS graph into a bag")
     r.add_argument("topics", nargs="*", help="topics to record")
-    r.add_argument("-o", "--output", required=True, help="output bag directory (must not exist)")
+    r.add_argument("-o", "--output", required=True,
+                   help="output bag directory, or OUT.mcap / OUT.db3 for a single file (must not exist)")
     r.add_argument("--types", nargs="+", default=None, help="also record every topic of these types")
     r.add_argument("-a", "--all", action="store_true", help="record every topic discovered")
     r.add_argument("--exclude", nargs="+", default=[], help="topics never recorded")
     r.add_argument("-s", "--storage", default="mcap", help="mcap (default) or sqlite3")
+    r.add_argument("--compression", choices=("zstd", "none"), default=None,
+                   help="MCAP chunk compression (default zstd for mcap; sqlite3 has none)")
     r.add_argument("--qos", default="auto", help="auto (match publishers, default), best_effort, reliable")
     r.add_argument("--reliable", action="store_true", help="same as --qos reliable")
     r.add_argument("-d", "--duration", type=float, default=None, help="stop after this many seconds")
@@ -99,7 +103,8 @@ def _record(args) -> int:
 
     result = record(
         args.output, topics=args.topics, types=args.types, all_topics=args.all, exclude=args.exclude,
-        storage=args.storage, qos=qos, duration=args.duration, max_messages=args.max_messages,
+        storage=args.storage, compression=args.compression, qos=qos, duration=args.duration,
+        max_messages=args.max_messages,
         until_topic_idle=args.until_topic_idle, handle_signals=True, on_ready=ready,
     )
     print(f"vggt4d-bag record: {result.summary()}", flush=True)
@@ -120,7 +125,7 @@ def _info(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``vggt4d-bag`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(strip_ros_args(argv))  # launch_ros appends --ros-args ...
     handlers = {"play": _play, "record": _record, "info": _info}
     try:
         return handlers[args.command](args)

@@ -8,7 +8,9 @@ image payloads. Errors are raised as :class:`BagError` whose message is one line
 * :func:`bag_topics` - ``{topic: TopicSummary}`` of a bag.
 * :func:`open_writer` - a :class:`BagWriter` that writes into a hidden temporary directory and
   renames it to the requested path only when closed cleanly (a crashed writer never leaves
-  something that looks complete).
+  something that looks complete). A path ending in the storage's suffix (``x.mcap``, ``x.db3``) is
+  written as that single file (what ``ros2 bag info x.mcap`` opens), any other path as a rosbag2
+  directory; MCAP files can use zstd chunk compression.
 * :func:`header_stamp_ns` - the ``header.stamp`` of a serialized message without decoding it.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.rosbag2.errors import ReaderError, WriterError
 from rosbags.rosbag2.reader import Reader
 
@@ -32,6 +34,11 @@ from .typestore import get_typestore, typestore_for
 PathLike = Union[str, Path]
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+#: file suffix of each storage: an output path with it is written as one file, not a bag directory
+STORAGE_SUFFIX = {"mcap": ".mcap", "sqlite3": ".db3"}
+#: chunk compressions of MCAP storage (zstd, in the file's chunks, as rosbag2's zstd storage presets; every
+#: MCAP reader decompresses them transparently) and ``"none"``
+COMPRESSIONS = ("none", "zstd")
 
 
 class BagError(RuntimeError):
@@ -223,19 +230,31 @@ def make_qos(
 class BagWriter:
     """rosbag2 writer that only appears at its final path once :meth:`close` succeeded.
 
-    Data goes to ``<parent>/.<name>.partial/<name>`` (so the storage file inside keeps the final
-    bag's name); :meth:`close` finalises the storage (index, metadata.yaml) and renames the inner
-    directory to ``path``. :meth:`abort` deletes everything.
+    Data goes to ``<parent>/.<name>.partial/<stem>`` (so the storage file inside is ``<stem>.mcap``);
+    :meth:`close` finalises the storage (index, metadata.yaml) and renames the inner directory to ``path``,
+    or, when ``path`` ends in the storage's suffix (``x.mcap`` / ``x.db3``: :attr:`single_file`), moves the
+    storage file alone to ``path`` (its metadata lives inside the file: rosbag2's ``ros2 bag info x.mcap``,
+    rosbags and the mcap tools read it). :meth:`abort` deletes everything.
+
+    ``compression="zstd"`` (MCAP only) compresses every chunk (about 1 MB of messages) with zstd.
 
     Thread-safe: every storage operation runs on one private I/O thread (sqlite3 connections are
     bound to the thread that made them, and subscription callbacks should not wait for the disk);
     :meth:`write` only queues the bytes, :meth:`add_topic`, :meth:`close` and :meth:`abort` wait.
     """
 
-    def __init__(self, path: PathLike, storage: str = "mcap") -> None:
+    def __init__(self, path: PathLike, storage: str = "mcap", compression: Optional[str] = None) -> None:
         if storage not in STORAGES:
             raise BagError(f"unsupported storage {storage!r} (use one of: {', '.join(STORAGES)})")
+        compression = compression or "none"
+        if compression not in COMPRESSIONS:
+            raise BagError(f"unsupported compression {compression!r} (use one of: {', '.join(COMPRESSIONS)})")
+        if compression != "none" and storage != "mcap":
+            raise BagError(f"chunk compression {compression} needs storage mcap (not {storage})")
+        self.compression = compression
         self.path = Path(path)
+        self.single_file = self.path.suffix.lower() == STORAGE_SUFFIX[storage]
+        self._inner = self.path.stem if self.single_file else self.path.name
         if self.path.exists():
             raise BagError(f"output exists already, not overwriting: {self.path}")
         if not self.path.parent.is_dir():
@@ -255,10 +274,14 @@ class BagWriter:
         self._thread = threading.Thread(target=self._io_loop, name="vggt4d-bag-writer", daemon=True)
         self._thread.start()
         self._writer = None
+        def make_writer():
+            w = Writer(self._tmp_root / self._inner, version=9, storage_plugin=STORAGES[storage])
+            if compression == "zstd":
+                w.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+            return w
+
         try:
-            self._writer = self._call(
-                lambda: Writer(self._tmp_root / self.path.name, version=9, storage_plugin=STORAGES[storage])
-            )
+            self._writer = self._call(make_writer)
             self._call(self._writer.open)
         except Exception as exc:  # noqa: BLE001
             self._queue.put(None)
@@ -356,7 +379,11 @@ class BagWriter:
             if self._error is not None:
                 raise RuntimeError(f"a write failed: {self._error}")
             self._writer.close()
-            (self._tmp_root / self.path.name).rename(self.path)
+            inner = self._tmp_root / self._inner
+            if self.single_file:
+                (inner / f"{self._inner}{STORAGE_SUFFIX[self.storage]}").rename(self.path)
+            else:
+                inner.rename(self.path)
 
         try:
             self._call(finish)
@@ -394,6 +421,7 @@ class BagWriter:
         return False
 
 
-def open_writer(path: PathLike, storage: str = "mcap") -> BagWriter:
-    """Create a rosbag2 bag at ``path`` (``storage``: ``"mcap"`` or ``"sqlite3"``); see :class:`BagWriter`."""
-    return BagWriter(path, storage)
+def open_writer(path: PathLike, storage: str = "mcap", compression: Optional[str] = None) -> BagWriter:
+    """Create a rosbag2 bag at ``path`` (``storage``: ``"mcap"`` or ``"sqlite3"``; ``x.mcap`` / ``x.db3``: one
+    file, else a bag directory; ``compression``: ``"zstd"`` MCAP chunks or None); see :class:`BagWriter`."""
+    return BagWriter(path, storage, compression)

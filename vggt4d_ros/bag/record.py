@@ -7,7 +7,9 @@ clock when it runs with ``use_sim_time``); header stamps are untouched inside th
 
 The bag is written under a hidden ``.<name>.partial`` directory and renamed to its final path only
 once finalised (index + metadata.yaml), so a recorder that dies hard never leaves a bag that looks
-complete; SIGINT/SIGTERM and every normal stop finalise it.
+complete; SIGINT/SIGTERM and every normal stop finalise it. An output path ending in ``.mcap`` (``.db3``)
+is written as that single file. MCAP bags use zstd chunk compression (:data:`OUTPUT_COMPRESSION`) unless
+``compression="none"``: the node's outputs (float depth, clouds) shrink to about a third.
 """
 from __future__ import annotations
 
@@ -19,10 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
-from .io import BagError, BagWriter, header_stamp_ns, open_writer
+from .io import COMPRESSIONS, BagError, BagWriter, header_stamp_ns, open_writer
 from .typestore import get_typestore
 
 QOS_MODES = ("auto", "best_effort", "reliable")
+#: MCAP chunk compression of recorded bags and of the replay's outputs.mcap (``"none"`` to switch it off)
+OUTPUT_COMPRESSION = "zstd"
+
+
+def resolve_compression(storage: str, compression: Optional[str]) -> str:
+    """``compression`` as given, or (None) :data:`OUTPUT_COMPRESSION` for MCAP and ``"none"`` for sqlite3."""
+    if compression is None:
+        return OUTPUT_COMPRESSION if storage == "mcap" else "none"
+    if compression not in COMPRESSIONS:
+        raise BagError(f"unsupported compression {compression!r} (use one of: {', '.join(COMPRESSIONS)})")
+    return compression
 # Graph topics never recorded by "all topics" discovery.
 _IGNORED = {"/rosout", "/parameter_events"}
 
@@ -55,6 +68,7 @@ class Recorder:
         types: also record every topic whose type is in this list (``pkg/msg/Name``).
         all_topics: record every topic discovered (except /rosout, /parameter_events, ``exclude``).
         storage: ``"mcap"`` or ``"sqlite3"``.
+        compression: MCAP chunk compression, ``"zstd"`` or ``"none"``; None: :func:`resolve_compression`.
         qos: ``"auto"`` (reliable when every known publisher is reliable, else best effort;
             transient local when every publisher is), ``"best_effort"`` or ``"reliable"``.
         depth: keep-last depth of the subscriptions.
@@ -72,6 +86,7 @@ class Recorder:
         all_topics: bool = False,
         exclude: Iterable[str] = (),
         storage: str = "mcap",
+        compression: Optional[str] = None,
         qos: str = "auto",
         depth: int = 100,
         discovery_period: float = 0.2,
@@ -102,7 +117,7 @@ class Recorder:
         #: newest header stamp (ns) received per topic whose type starts with a Header
         self.newest_stamp: Dict[str, int] = {}
         self._use_sim_time = bool(node.get_parameter("use_sim_time").value)
-        self._writer: BagWriter = open_writer(path, storage)
+        self._writer: BagWriter = open_writer(path, storage, resolve_compression(storage, compression))
         self.path = Path(path)
         self._timer = node.create_timer(discovery_period, self.discover)
         self.discover()
@@ -241,6 +256,7 @@ def record(
     all_topics: bool = False,
     exclude: Iterable[str] = (),
     storage: str = "mcap",
+    compression: Optional[str] = None,
     qos: str = "auto",
     duration: Optional[float] = None,
     max_messages: Optional[int] = None,
@@ -260,6 +276,7 @@ def record(
 
     if storage not in STORAGES:  # fail before starting ROS
         raise BagError(f"unsupported storage {storage!r} (use one of: {', '.join(STORAGES)})")
+    compression = resolve_compression(storage, compression)
     if qos not in QOS_MODES:
         raise BagError(f"unsupported qos mode {qos!r} (use one of: {', '.join(QOS_MODES)})")
     if Path(path).exists():
@@ -284,7 +301,7 @@ def record(
         with ros_session(node, "vggt4d_bag_recorder") as nd:
             rec = Recorder(
                 nd, topics, path, types=types, all_topics=all_topics, exclude=exclude,
-                storage=storage, qos=qos, max_messages=max_messages, log=log,
+                storage=storage, compression=compression, qos=qos, max_messages=max_messages, log=log,
             )
             try:
                 if on_ready is not None:

@@ -18,8 +18,10 @@ topic                              type                                content
 ``/gt/synth_config``               std_msgs/msg/String                 the SynthConfig as JSON (once)
 =================================  ==================================  =======================================
 
-The bag is written to a hidden temporary directory and renamed into place only when complete
-(:class:`vggt4d_ros.bag.io.BagWriter`), so an interrupted run leaves nothing that looks like a bag.
+``OUT.mcap`` / ``OUT.db3`` is written as that single file (as ``ros2 bag info OUT.mcap`` reads it), any other
+path as a rosbag2 bag directory. The bag is written to a hidden temporary directory and moved into place only
+when complete (:class:`vggt4d_ros.bag.io.BagWriter`), so an interrupted run leaves nothing that looks like a
+bag.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..bag.io import BagError, make_qos, open_writer
+from ..bag.io import STORAGE_SUFFIX as _SUFFIX_OF, BagError, make_qos, open_writer
 from ..bag.typestore import get_typestore
 from .synth import BASE_FRAME, WORLD_FRAME, CameraFrame, SynthFrame, SynthSequence
 
@@ -46,15 +48,15 @@ ODOM = "nav_msgs/msg/Odometry"
 TRACKS = "vggt4d_ros/msg/TrackedKeypoints"
 STRING = "std_msgs/msg/String"
 GT_COVARIANCE = 1e-6  # diagonal of the ground-truth covariances (non-zero: zeros break robot_localization)
-STORAGE_SUFFIX = {".mcap": "mcap", ".db3": "sqlite3"}
+STORAGE_SUFFIX = {suffix: storage for storage, suffix in _SUFFIX_OF.items()}  # ".mcap" -> "mcap", ...
 
 
 def resolve_bag_path(out: Union[str, Path], storage: Optional[str] = None) -> Tuple[Path, str]:
-    """Bag directory and storage for a user-supplied output path.
+    """Output path and storage for a user-supplied output path.
 
-    rosbag2 bags are directories (``metadata.yaml`` plus one ``.mcap`` or ``.db3`` file named after the
-    directory). ``OUT.mcap`` / ``OUT.db3`` mean the bag directory ``OUT`` holding ``OUT/OUT.mcap`` /
-    ``OUT/OUT.db3`` (and pick the storage when ``storage`` is None); any other path is the directory itself.
+    ``OUT.mcap`` / ``OUT.db3`` is the single storage file of that name (it picks the storage when ``storage``
+    is None; rosbag2 reads such a file on its own: ``ros2 bag info OUT.mcap``); any other path is a rosbag2
+    bag directory (``metadata.yaml`` plus ``OUT/OUT.mcap`` or ``OUT/OUT.db3``).
 
     Raises:
         ValueError: the suffix contradicts ``storage`` or the storage is unknown.
@@ -64,7 +66,6 @@ def resolve_bag_path(out: Union[str, Path], storage: Optional[str] = None) -> Tu
     if suffix_storage is not None:
         if storage is not None and storage != suffix_storage:
             raise ValueError(f"output {path.name} implies storage {suffix_storage}, but storage {storage} was asked")
-        path = path.with_suffix("")
         storage = suffix_storage
     storage = storage or "mcap"
     if storage not in STORAGE_SUFFIX.values():
@@ -202,7 +203,7 @@ def write_synth_bag(
     """Render every frame of ``seq`` and write the bag (see the module docstring for the topics).
 
     Args:
-        out: bag path, resolved by :func:`resolve_bag_path` (``x.mcap`` -> directory ``x``).
+        out: bag path, resolved by :func:`resolve_bag_path` (``x.mcap``: that file; ``x``: a bag directory).
         storage: ``"mcap"`` (default) or ``"sqlite3"``.
         raw / compressed: write ``image_raw`` / ``image_raw/compressed`` (at least one of them).
         ground_truth: write the ``/gt/...`` topics.
@@ -268,6 +269,6 @@ def write_synth_bag(
             n_msgs += len(batch)
             if progress is not None:
                 progress(i + 1, seq.num_frames)
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return BagSummary(path=path, storage=storage, frames=seq.num_frames, cameras=len(seq.camera_names),
                       messages=n_msgs, bytes=size, seconds=time.perf_counter() - t_start)

@@ -4,7 +4,8 @@ Camera rays are built with ``z = 1`` in the optical frame (x right, y down, z fo
 parameter of the nearest hit IS the metric depth along the optical axis: depth is exact, not estimated.
 Each primitive is intersected in its own object frame, only over the pixel rectangle that its bounding
 sphere can cover; the nearest hit wins. Surface coordinates of the hit select a procedural texture
-(:class:`~vggt4d_ros.data.textures.TextureBank`) and a simple two-light Lambert model shades it.
+(:class:`~vggt4d_ros.data.textures.TextureBank`) and a Lambert model shades it: by default ambient plus two
+fixed white directional lights, or any :class:`Lighting` (coloured lights, another ambient level).
 """
 from __future__ import annotations
 
@@ -23,6 +24,33 @@ _LIGHTS = (
     (np.array([-0.6, -0.5, 0.3]) / np.linalg.norm([-0.6, -0.5, 0.3]), 0.25),
 )
 _AMBIENT = 0.42
+
+
+class Lighting:
+    """Ambient level plus directional lights: ``lights`` is a list of (unit direction (3,) in the world, RGB
+    weight (3,)); ``ambient`` is an RGB (3,) level. :meth:`default` is the fixed two-light set-up."""
+
+    def __init__(self, lights: Sequence[Tuple[np.ndarray, np.ndarray]], ambient: np.ndarray) -> None:
+        self.lights = [(np.asarray(d, np.float64) / np.linalg.norm(d), np.asarray(w, np.float64).reshape(3))
+                       for d, w in lights]
+        self.ambient = np.asarray(ambient, np.float64).reshape(3)
+
+    @classmethod
+    def default(cls) -> "Lighting":
+        return cls([(d, np.full(3, w)) for d, w in _LIGHTS], np.full(3, _AMBIENT))
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> "Lighting":
+        """1-3 lights from random directions (mostly from above), warm or cool tints, ambient 0.25-0.6."""
+        n = int(rng.integers(1, 4))
+        lights = []
+        for _ in range(n):
+            d = rng.normal(size=3)
+            d[2] = abs(d[2]) + 0.2 * float(rng.uniform() < 0.8)
+            tint = 1.0 + rng.uniform(-0.15, 0.15, 3)
+            lights.append((d, rng.uniform(0.15, 0.7) * tint))
+        ambient = rng.uniform(0.25, 0.6) * (1.0 + rng.uniform(-0.08, 0.08, 3))
+        return cls(lights, ambient)
 
 
 def _mul(v: np.ndarray, M: np.ndarray) -> np.ndarray:
@@ -93,6 +121,10 @@ def intersect_local(kind: str, size: np.ndarray, o: np.ndarray, d: np.ndarray) -
         with np.errstate(invalid="ignore"):
             t = (-b - np.sqrt(disc)) / a
         return np.where((disc >= 0) & (t > EPS_T), t, np.inf)
+    if kind == "ellipsoid":
+        # the unit sphere in coordinates scaled by 1 / semi-axes (the ray parameter is unchanged)
+        inv = 1.0 / np.asarray(size, np.float64)
+        return intersect_local("sphere", np.ones(3), o * inv, d * inv)
     if kind == "cylinder":
         dx, dy = d[:, 0], d[:, 1]
         ox, oy, oz = (o[..., 0], o[..., 1], o[..., 2])
@@ -132,6 +164,13 @@ def surface_local(kind: str, size: np.ndarray, p: np.ndarray) -> Tuple[np.ndarra
         normal = p / r
         st = np.stack([np.arctan2(normal[:, 1], normal[:, 0]) * r,
                        np.arccos(np.clip(normal[:, 2], -1, 1)) * r], axis=1)
+        return normal, st, np.zeros(n, np.int64)
+    if kind == "ellipsoid":
+        g = p / (np.asarray(size, np.float64) ** 2)  # gradient of sum((p / size)^2)
+        normal = g / np.linalg.norm(g, axis=1, keepdims=True)
+        q = p / np.asarray(size, np.float64)
+        r = float(np.mean(size))
+        st = np.stack([np.arctan2(q[:, 1], q[:, 0]) * r, np.arccos(np.clip(q[:, 2], -1, 1)) * r], axis=1)
         return normal, st, np.zeros(n, np.int64)
     if kind == "cylinder":
         r = size[0]
@@ -199,8 +238,9 @@ def cast_geometry(scene: Scene, poses: Sequence[Pose], K: np.ndarray, T_world_ca
 
 
 def shade(scene: Scene, poses: Sequence[Pose], textures: TextureBank, depth: np.ndarray, ids: np.ndarray,
-          d_world: np.ndarray, c: np.ndarray, focal: float) -> np.ndarray:
-    """Textured, shaded colour of every pixel: (H, W, 3) float32 in [0, 255] (not clipped)."""
+          d_world: np.ndarray, c: np.ndarray, focal: float, lighting: Optional[Lighting] = None) -> np.ndarray:
+    """Textured, shaded colour of every pixel: (H, W, 3) float32 in [0, 255] (not clipped); ``lighting``
+    default :meth:`Lighting.default`."""
     h, w = depth.shape
     flat_ids = ids.ravel()
     flat_depth = depth.ravel()
@@ -226,10 +266,15 @@ def shade(scene: Scene, poses: Sequence[Pose], textures: TextureBank, depth: np.
     cos_inc = np.abs((normal_w * dirs).sum(1)) / dir_norm
     footprint = flat_depth * dir_norm / focal / np.maximum(cos_inc, 0.2)
     albedo = textures.sample(material, st[:, 0], st[:, 1], footprint)
-    light = np.full(n_pix, _AMBIENT)
-    for ldir, weight in _LIGHTS:
-        light += weight * np.maximum(_mul(normal_w, ldir), 0.0)
-    return (albedo * light[:, None].astype(np.float32)).reshape(h, w, 3)
+    if lighting is None:  # the fixed white set-up: one grey level per pixel
+        light = np.full(n_pix, _AMBIENT)
+        for ldir, weight in _LIGHTS:
+            light += weight * np.maximum(_mul(normal_w, ldir), 0.0)
+        return (albedo * light[:, None].astype(np.float32)).reshape(h, w, 3)
+    light3 = np.broadcast_to(lighting.ambient, (n_pix, 3)).copy()
+    for ldir, weight in lighting.lights:
+        light3 += np.maximum(_mul(normal_w, ldir), 0.0)[:, None] * weight[None]
+    return (albedo * light3.astype(np.float32)).reshape(h, w, 3)
 
 
 def first_hit(scene: Scene, poses: Sequence[Pose], origin: np.ndarray, d: np.ndarray,

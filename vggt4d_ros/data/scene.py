@@ -8,6 +8,7 @@ Primitive kinds (all in the primitive's own object frame, world-from-object pose
 - ``"room"``: the inside of an axis-aligned box, half extents ``size`` (3,), rays leave through it;
 - ``"box"``: an oriented box, half extents ``size`` (3,);
 - ``"sphere"``: radius ``size[0]``;
+- ``"ellipsoid"``: semi-axes ``size`` (3,) along the object axes;
 - ``"cylinder"``: vertical cylinder, radius ``size[0]``, spanning object-frame ``z`` in ``[-size[2], size[2]]``
   (used for floor-to-ceiling pillars, so its caps are never seen and are not modelled).
 """
@@ -19,7 +20,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-KINDS = ("room", "box", "sphere", "cylinder")
+KINDS = ("room", "box", "sphere", "cylinder", "ellipsoid")
+#: kinds a moving object can be
+MOVING_KINDS = ("box", "sphere", "ellipsoid")
 
 
 @dataclass
@@ -84,6 +87,8 @@ class Primitive:
             return float(self.size[0])
         if self.kind == "cylinder":
             return float(np.hypot(self.size[0], self.size[2]))
+        if self.kind == "ellipsoid":
+            return float(np.max(self.size))
         return float(np.linalg.norm(self.size))
 
 
@@ -91,7 +96,9 @@ class Primitive:
 class RigPath:
     """Smooth closed path of ``base_link``: an ellipse around the room centre with a gentle wobble.
 
-    ``tau`` is scene time. Heading follows the path tangent plus small yaw/pitch/roll oscillations.
+    ``tau`` is scene time. Heading follows the path tangent plus small yaw/pitch/roll oscillations, plus
+    an optional pan (yaw, ``pan_amp`` radians at ``pan_hz``) and tilt (pitch, ``tilt_amp``) so the cameras
+    rotate on their own, not only as the path turns (0: none, the default).
     """
 
     a: float
@@ -101,6 +108,10 @@ class RigPath:
     direction: float  # +1 counter-clockwise, -1 clockwise
     speed_mps: float
     wobble_phase: np.ndarray  # (4,) phases of z, yaw, pitch, roll wobble
+    pan_amp: float = 0.0  # radians
+    pan_hz: float = 0.15  # cycles per unit of scene time
+    tilt_amp: float = 0.0  # radians
+    pan_phase: float = 0.0
 
     def _phi(self, tau: np.ndarray) -> np.ndarray:
         mean_radius = 0.5 * (self.a + self.b)
@@ -120,6 +131,9 @@ class RigPath:
         w = self.wobble_phase
         yaw = np.arctan2(tangent[1], tangent[0]) + 0.12 * np.sin(2 * np.pi * 0.13 * tau + w[1])
         pitch = 0.04 * np.sin(2 * np.pi * 0.21 * tau + w[2])
+        if self.pan_amp or self.tilt_amp:
+            yaw += self.pan_amp * np.sin(2 * np.pi * self.pan_hz * tau + self.pan_phase)
+            pitch += self.tilt_amp * np.sin(2 * np.pi * 0.7 * self.pan_hz * tau + 2.0 * self.pan_phase)
         roll = 0.025 * np.sin(2 * np.pi * 0.17 * tau + w[3])
         T = np.eye(4)
         T[:3, :3] = Rotation.from_euler("ZYX", [yaw, pitch, roll]).as_matrix()
@@ -159,13 +173,21 @@ def build_scene(
     room_size: Tuple[float, float, float] = (12.0, 9.0, 3.2),
     rig_height: float = 1.3,
     rig_reach: float = 0.0,
+    static_kinds: Tuple[str, ...] = ("box", "box", "cylinder", "sphere"),
+    moving_kinds: Tuple[str, ...] = ("box", "sphere"),
 ) -> Scene:
     """Lay out a random but valid scene.
 
     Static objects keep clear of the whole rig path; moving objects keep clear of the rig positions at
     ``rig_taus`` (the scene times of every frame), so the cameras never enter an object. ``rig_reach`` is
-    the largest distance of a camera from ``base_link``.
+    the largest distance of a camera from ``base_link``. ``static_kinds`` / ``moving_kinds``: the kinds drawn
+    (uniformly from the list; repeat a kind to weight it) for static and moving objects.
     """
+    for k in tuple(static_kinds) + tuple(moving_kinds):
+        if k not in KINDS or k == "room":
+            raise ValueError(f"unknown object kind {k!r}; known: {list(KINDS[1:])}")
+    if "cylinder" in moving_kinds:
+        raise ValueError("a moving object cannot be a cylinder (pillars span floor to ceiling)")
     hx, hy, hz = room_size[0] / 2, room_size[1] / 2, room_size[2] / 2
     room = Primitive(
         "room", np.array([hx, hy, hz]), int(rng.integers(num_materials)), rng.uniform(0, 50, 2),
@@ -188,13 +210,16 @@ def build_scene(
     tries = 0
     while placed < num_static_objects and tries < 200 * max(1, num_static_objects):
         tries += 1
-        kind = rng.choice(["box", "box", "cylinder", "sphere"])
+        kind = rng.choice(list(static_kinds))
         if kind == "cylinder":
             size = np.array([rng.uniform(0.15, 0.4), 0.0, hz])
             foot = size[0]
         elif kind == "box":
             size = np.array([rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.2, 1.0)])
             foot = float(np.hypot(size[0], size[1]))
+        elif kind == "ellipsoid":
+            size = rng.uniform([0.15, 0.15, 0.15], [0.6, 0.6, 0.6])
+            foot = float(size.max())
         else:
             size = np.array([rng.uniform(0.2, 0.6), 0.0, 0.0])
             foot = size[0]
@@ -209,7 +234,7 @@ def build_scene(
             t = np.array([xy[0], xy[1], size[2] + (rng.uniform(0.3, 1.2) if stacked else 0.0)])
             R = Rotation.from_euler("z", rng.uniform(0, np.pi)).as_matrix()
         else:
-            t = np.array([xy[0], xy[1], size[0] + rng.uniform(0.0, 1.2)])
+            t = np.array([xy[0], xy[1], foot + rng.uniform(0.0, 1.2)])
             R = Rotation.from_quat(rng.normal(size=4)).as_matrix()  # uniform rotation; any scipy
         prims.append(Primitive(str(kind), size, material(), rng.uniform(0, 50, 2), R=R, t=t))
         placed += 1
@@ -218,12 +243,14 @@ def build_scene(
     moving_index = 0
     for _ in range(num_moving_objects):
         for attempt in range(400):
-            kind = str(rng.choice(["box", "sphere"]))
+            kind = str(rng.choice(list(moving_kinds)))
             if kind == "box":
                 size = rng.uniform([0.15, 0.15, 0.15], [0.45, 0.45, 0.45])
+            elif kind == "ellipsoid":
+                size = rng.uniform([0.12, 0.12, 0.12], [0.5, 0.5, 0.5])
             else:
                 size = np.array([rng.uniform(0.2, 0.5), 0.0, 0.0])
-            radius = float(np.linalg.norm(size)) if kind == "box" else float(size[0])
+            radius = float(np.linalg.norm(size)) if kind == "box" else float(np.max(size))
             amp_xy = rng.uniform(0.4, 1.5, 2)
             amplitude = np.array([amp_xy[0], amp_xy[1], rng.uniform(0.0, 0.3)])
             margin = radius + 0.05
@@ -243,7 +270,7 @@ def build_scene(
             ])
             motion = Motion(
                 centre=centre, amplitude=amplitude, omega=omega, phase=rng.uniform(0, 2 * np.pi, 3),
-                spin_axis=(lambda v: v / np.linalg.norm(v))(rng.normal(size=3) if kind == "sphere"
+                spin_axis=(lambda v: v / np.linalg.norm(v))(rng.normal(size=3) if kind != "box"
                                                            else np.array([0.0, 0.0, 1.0])),
                 spin_rate=float(rng.uniform(-1.0, 1.0)),
                 rot0=Rotation.from_euler("z", rng.uniform(0, np.pi)).as_matrix(),

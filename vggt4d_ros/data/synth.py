@@ -24,7 +24,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .render import Pose, cast_geometry, first_hit, pixel_rays, shade
+import cv2
+
+from .render import Lighting, Pose, cast_geometry, first_hit, pixel_rays, shade
 from .scene import Scene, build_scene
 from .textures import TextureBank
 
@@ -66,6 +68,19 @@ class SynthConfig:
     start_time_s: float = 1_700_000_000.0  # stamp of frame 0
     num_materials: int = 12
     texture_px: int = 512  # material tile size (texels), tiles span 2 m
+    # Variety (training data; the defaults give the original scenes exactly). Extra randomness comes from
+    # its own generator (seed, 17), so the defaults draw nothing new.
+    texture_kinds: Tuple[str, ...] = ()  # texture patterns (textures.ALL_PATTERNS); () = textures.PATTERNS
+    static_kinds: Tuple[str, ...] = ("box", "box", "cylinder", "sphere")  # drawn uniformly (repeat to weight)
+    moving_kinds: Tuple[str, ...] = ("box", "sphere")  # box | sphere | ellipsoid
+    room_size: Tuple[float, float, float] = (12.0, 9.0, 3.2)  # metres
+    lighting: str = "fixed"  # fixed (ambient + two white lights) | random (1-3 tinted lights, random ambient)
+    exposure: Tuple[float, float] = (1.0, 1.0)  # per-frame gain drawn uniformly from this range
+    gamma: float = 1.0  # tone curve 255 * (x / 255) ** (1 / gamma), per sequence
+    blur_sigma: float = 0.0  # Gaussian optical blur (pixels), applied before the noise
+    pan_deg: float = 0.0  # extra yaw oscillation of the rig (real camera rotation), amplitude in degrees
+    pan_hz: float = 0.15  # its frequency at speed 1
+    tilt_deg: float = 0.0  # extra pitch oscillation, amplitude in degrees
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for an invalid configuration."""
@@ -93,6 +108,19 @@ class SynthConfig:
             raise ValueError("dynamic_track_fraction must be in [0, 1]")
         if self.baseline_m * (self.num_cameras - 1) > 2.0:
             raise ValueError("the rig is wider than 2 m: lower baseline_m or num_cameras")
+        if self.lighting not in ("fixed", "random"):
+            raise ValueError(f"lighting must be 'fixed' or 'random' (got {self.lighting!r})")
+        if not 0 < self.exposure[0] <= self.exposure[1]:
+            raise ValueError(f"exposure must be a range 0 < lo <= hi (got {self.exposure})")
+        if not self.gamma > 0 or not self.blur_sigma >= 0 or not self.pan_hz > 0:
+            raise ValueError("gamma and pan_hz must be positive and blur_sigma >= 0")
+        if min(self.room_size) <= 1.0:
+            raise ValueError(f"room_size must exceed 1 m per side (got {self.room_size})")
+        from .textures import ALL_PATTERNS
+
+        bad = [k for k in self.texture_kinds if k not in ALL_PATTERNS]
+        if bad:
+            raise ValueError(f"unknown texture_kinds {bad}; known: {list(ALL_PATTERNS)}")
 
     @property
     def num_frames(self) -> int:
@@ -100,6 +128,15 @@ class SynthConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SynthConfig":
+        """Inverse of :meth:`to_dict` (lists back to tuples; unknown keys are an error)."""
+        d = dict(d)
+        for k in ("texture_kinds", "static_kinds", "moving_kinds", "room_size", "exposure"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
 
 
 @dataclass
@@ -198,8 +235,17 @@ class SynthSequence:
         self.scene: Scene = build_scene(
             rng, num_static_objects=cfg.num_static_objects, num_moving_objects=cfg.num_moving_objects,
             num_materials=cfg.num_materials, rig_speed_mps=cfg.rig_speed_mps,
-            object_speed_mps=cfg.object_speed_mps, rig_taus=taus * cfg.speed, rig_reach=reach)
-        self.textures = TextureBank.generate(rng, cfg.num_materials, tile_px=cfg.texture_px)
+            object_speed_mps=cfg.object_speed_mps, rig_taus=taus * cfg.speed, rig_reach=reach,
+            room_size=tuple(cfg.room_size), static_kinds=tuple(cfg.static_kinds),
+            moving_kinds=tuple(cfg.moving_kinds))
+        self.textures = TextureBank.generate(rng, cfg.num_materials, tile_px=cfg.texture_px,
+                                             kinds=tuple(cfg.texture_kinds) or None)
+        extra = np.random.default_rng([cfg.seed, 17])  # variety draws (nothing is drawn with the defaults)
+        path = self.scene.rig_path
+        path.pan_amp, path.tilt_amp = np.radians(cfg.pan_deg), np.radians(cfg.tilt_deg)
+        path.pan_hz = cfg.pan_hz
+        path.pan_phase = float(extra.uniform(0, 2 * np.pi)) if (cfg.pan_deg or cfg.tilt_deg) else 0.0
+        self.lighting = Lighting.random(extra) if cfg.lighting == "random" else None
         self._rays = pixel_rays(K, cfg.width, cfg.height)
         self._sample_tracks(rng)
         self._age_memo: Dict[int, np.ndarray] = {}
@@ -349,7 +395,8 @@ class SynthSequence:
             T = self.T_world_cam(time_s, cam)
             K = self.intrinsics[cam]
             depth, ids, d_world = cast_geometry(self.scene, poses, K, T, cfg.width, cfg.height, self._rays)
-            colour = shade(self.scene, poses, self.textures, depth, ids, d_world, T[:3, 3], K[0, 0])
+            colour = shade(self.scene, poses, self.textures, depth, ids, d_world, T[:3, 3], K[0, 0], self.lighting)
+            colour = self._photometric(colour, index, ci)
             if cfg.noise_std > 0:
                 noise_rng = np.random.default_rng([cfg.seed, index, ci])
                 colour = colour + noise_rng.normal(0.0, cfg.noise_std, colour.shape).astype(np.float32)
@@ -363,6 +410,19 @@ class SynthSequence:
                 name=cam, rgb=rgb, depth=depth.astype(np.float32), dynamic_mask=instance >= 0, instance=instance,
                 T_world_cam=T, K=K.copy(), stamp_ns=self.stamp_ns(time_s), time_s=time_s, tracks=tracks)
         return out
+
+    def _photometric(self, colour: np.ndarray, index: int, ci: int) -> np.ndarray:
+        """Exposure gain (per frame and camera), tone curve and optical blur; identity with the defaults."""
+        cfg = self.config
+        lo, hi = cfg.exposure
+        if hi > lo or lo != 1.0:
+            gain = float(np.random.default_rng([cfg.seed, index, ci, 23]).uniform(lo, hi)) if hi > lo else lo
+            colour = colour * np.float32(gain)
+        if cfg.gamma != 1.0:
+            colour = 255.0 * np.power(np.clip(colour, 0.0, None) / 255.0, 1.0 / cfg.gamma, dtype=np.float32)
+        if cfg.blur_sigma > 0:
+            colour = cv2.GaussianBlur(np.ascontiguousarray(colour, np.float32), (0, 0), float(cfg.blur_sigma))
+        return colour
 
     def __len__(self) -> int:
         return self.num_frames

@@ -2,7 +2,9 @@
 
 Every material is a square RGB tile that repeats every ``tile_m`` metres of surface coordinate. A tile
 mixes multi-scale (1/f) noise, a colour palette, and one structured pattern (checkers, stripes, colour
-patches, bricks, or plain noise), so every surface carries high-frequency detail a matcher can lock on.
+patches, bricks, plain noise; with ``kinds`` also wood rings, a grid of lines, a nearly textureless
+gradient, dots and marble veins), so surfaces carry detail a matcher can lock on (or, for ``gradient``,
+almost none).
 A second, low-frequency "stain" tile with a different period modulates brightness so the repetition of
 a tile is not visible on large walls.
 
@@ -14,13 +16,15 @@ pixel footprint, which keeps distant surfaces free of aliasing. OpenCV's remap d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
 
 PAD = 2  # wrap-padding in texels around each tile in the atlas
-PATTERNS = ("noise", "checkers", "stripes", "patches", "bricks")
+PATTERNS = ("noise", "checkers", "stripes", "patches", "bricks")  # the default bank (demo, tests)
+#: every pattern :func:`make_tile` can draw (``kinds``); the training data picks a subset per family
+ALL_PATTERNS = PATTERNS + ("wood", "grid", "gradient", "dots", "marble")
 
 
 def periodic_noise(rng: np.random.Generator, size: int, beta: float, channels: int = 1) -> np.ndarray:
@@ -63,6 +67,44 @@ def _pattern(rng: np.random.Generator, kind: str, size: int, palette: np.ndarray
         out = palette[brick_id]
         out[mortar] = 0.85
         return out
+    if kind == "wood":
+        # concentric rings around an off-tile centre, warped by noise (periodic: distance on the torus)
+        n = int(rng.choice([3, 5, 8]))
+        cx, cy = rng.uniform(0, 1, 2)
+        dx = np.minimum(np.abs(x - cx), 1 - np.abs(x - cx))
+        dy = np.minimum(np.abs(y - cy), 1 - np.abs(y - cy))
+        warp = 0.04 * periodic_noise(rng, size, 2.0)[..., 0]
+        r = np.sqrt(dx ** 2 + (0.3 * dy) ** 2) + warp
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * n * 4 * r)
+        return (1 - t)[..., None] * palette[0] + t[..., None] * palette[1]
+    if kind == "grid":
+        n = int(rng.choice([4, 8, 16]))
+        width = float(rng.uniform(0.03, 0.12))
+        line = (np.abs(x * n - np.round(x * n)) < width) | (np.abs(y * n - np.round(y * n)) < width)
+        out = np.broadcast_to(palette[0], (size, size, 3)).copy()
+        out[line] = palette[1]
+        return out
+    if kind == "gradient":
+        # low texture: a smooth periodic colour ramp (the grain added by make_tile stays faint)
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * (x + rng.uniform()) ) * np.cos(2 * np.pi * (y + rng.uniform()))
+        return (1 - t)[..., None] * palette[0] + t[..., None] * palette[1]
+    if kind == "dots":
+        n = int(rng.integers(30, 90))
+        centres = rng.uniform(0, 1, (n, 2)).astype(np.float32)
+        radii = rng.uniform(0.015, 0.06, n).astype(np.float32)
+        out = np.broadcast_to(palette[0], (size, size, 3)).copy()
+        for k in range(n):
+            dx = np.abs(x - centres[k, 0])
+            dy = np.abs(y - centres[k, 1])
+            d = np.minimum(dx, 1 - dx) ** 2 + np.minimum(dy, 1 - dy) ** 2
+            out[d < radii[k] ** 2] = palette[1 + k % (len(palette) - 1)]
+        return out
+    if kind == "marble":
+        g = periodic_noise(rng, size, 1.8)[..., 0]
+        k = int(rng.integers(1, 4))
+        t = np.abs(np.sin(2 * np.pi * (k * x + 0.35 * g)))
+        t = t ** 0.3
+        return (1 - t)[..., None] * palette[2] + t[..., None] * palette[0]
     if kind == "patches":
         # periodic Voronoi cells with random colours
         n = int(rng.integers(24, 48))
@@ -84,14 +126,19 @@ def _pattern(rng: np.random.Generator, kind: str, size: int, palette: np.ndarray
     return (1 - t)[..., None] * palette[0] + t[..., None] * palette[1]
 
 
-def make_tile(rng: np.random.Generator, size: int) -> np.ndarray:
-    """One material tile: (size, size, 3) uint8 RGB, periodic in both axes."""
+def make_tile(rng: np.random.Generator, size: int, kinds: Optional[Sequence[str]] = None) -> np.ndarray:
+    """One material tile: (size, size, 3) uint8 RGB, periodic in both axes; its pattern is drawn from
+    ``kinds`` (names of :data:`ALL_PATTERNS`; default :data:`PATTERNS`)."""
+    kinds = tuple(kinds) if kinds else PATTERNS
     palette = rng.uniform(0.05, 0.95, (4, 3)).astype(np.float32)
-    kind = PATTERNS[int(rng.integers(len(PATTERNS)))]
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind not in ALL_PATTERNS:
+        raise ValueError(f"unknown texture pattern {kind!r}; known: {list(ALL_PATTERNS)}")
     base = _pattern(rng, kind, size, palette)
     fine = periodic_noise(rng, size, 0.9, 1)  # high-frequency luminance grain
     mid = periodic_noise(rng, size, 1.5, 3)  # mid-scale colour variation
-    img = base * (1.0 + 0.18 * fine) + 0.07 * mid
+    grain = 0.04 if kind == "gradient" else 0.18
+    img = base * (1.0 + grain * fine) + (0.02 if kind == "gradient" else 0.07) * mid
     return np.clip(img * 255.0, 0, 255).astype(np.uint8)
 
 
@@ -132,9 +179,10 @@ class TextureBank:
 
     @classmethod
     def generate(cls, rng: np.random.Generator, num_materials: int, tile_px: int = 512, tile_m: float = 2.0,
-                 num_levels: int = 6, stain_m: float = 7.3) -> "TextureBank":
-        """Create ``num_materials`` random tiles with ``num_levels`` mip levels."""
-        tiles = [make_tile(rng, tile_px) for _ in range(num_materials)]
+                 num_levels: int = 6, stain_m: float = 7.3, kinds: Optional[Sequence[str]] = None) -> "TextureBank":
+        """Create ``num_materials`` random tiles (patterns drawn from ``kinds``, default :data:`PATTERNS`)
+        with ``num_levels`` mip levels."""
+        tiles = [make_tile(rng, tile_px, kinds) for _ in range(num_materials)]
         levels = [_atlas(tiles)]
         for _ in range(1, num_levels):
             tiles = [cv2.resize(t, (t.shape[1] // 2, t.shape[0] // 2), interpolation=cv2.INTER_AREA)

@@ -103,7 +103,7 @@ def check_model(params: Mapping[str, Any]) -> Optional[str]:
     """Resolve the model configuration and weights as the node will; returns the checkpoint path (None for
     random weights). Raises ConfigError (one line) for an unknown model or a missing checkpoint."""
     from vggt4d_ros.model.configs import load_model_config
-    from vggt4d_ros.pipeline import resolve_checkpoint
+    from vggt4d_ros.perception.pipeline import resolve_checkpoint
 
     try:
         load_model_config(str(params["model.config"]))

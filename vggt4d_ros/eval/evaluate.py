@@ -54,6 +54,32 @@ def _frame_ids(bag: Path, params: Mapping[str, Any], cams: Any) -> Dict[str, str
     return out
 
 
+def _track_geometry(bag: Path, gt: Any, cams: Any, names: Sequence[str]) -> Dict[Tuple[str, int], "M.FrameGeometry"]:
+    """Ground-truth depth, pose, intrinsics and dynamic mask per (camera, stamp) of the cameras ``names``, for
+    the static keypoints' ground truth (:class:`~vggt4d_ros.eval.metrics.TrackAccumulator`); empty for a
+    camera whose bag lacks any of them."""
+    names = [c for c in names if c in gt.depth and c in gt.poses]
+    if not names:
+        return {}
+    K: Dict[str, np.ndarray] = {}
+    for c in names:
+        for _t, _mt, _log, msg in read_messages(bag, [cams.info[c]], decode=True):
+            K[c] = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+            break
+    names = [c for c in names if c in K]
+    poses = {}
+    for c in names:
+        st, T, _ = read_poses(bag, gt.poses[c])
+        poses[c] = dict(zip(st.tolist(), T))
+    masks = {(c, s): m for c, s, m in iter_masks(bag, {c: gt.mask[c] for c in names if c in gt.mask})}
+    out: Dict[Tuple[str, int], M.FrameGeometry] = {}
+    for c, s, d in iter_depth(bag, {c: gt.depth[c] for c in names}):
+        T = poses[c].get(s)
+        if T is not None:
+            out[(c, s)] = M.FrameGeometry(depth=d, T_world_cam=T, K=K[c], dynamic=masks.get((c, s)))
+    return out
+
+
 def evaluate(bag: Path, outputs: Path, params: Mapping[str, Any], cams: Any, stats: Any,
              ns: str = NODE_NAMESPACE) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Compute every metric section; returns ``(metrics, plot_data)``.
@@ -158,6 +184,7 @@ def evaluate(bag: Path, outputs: Path, params: Mapping[str, Any], cams: Any, sta
     else:
         gtk = {(c, s): (ids, uv, vis) for c, s, ids, uv, vis in
                iter_keypoints(bag, {c: t for c, t in gt.tracks.items() if c in kp_topics})}
+        geometry = _track_geometry(bag, gt, cams, [c for c in kp_topics])
         tacc = M.TrackAccumulator()
         preds = sorted(iter_keypoints(outputs, kp_topics), key=lambda x: (x[0], x[1]))
         n = 0
@@ -165,8 +192,9 @@ def evaluate(bag: Path, outputs: Path, params: Mapping[str, Any], cams: Any, sta
             g = gtk.get((c, s))
             if g is None:
                 continue
-            tacc.add(c, ids, uv, vis, *g)
+            tacc.add(c, ids, uv, vis, *g, geometry=geometry.get((c, s)))
             n += 1
+        del geometry
         res["tracks"] = dict(available=True, frames=n, **tacc.summary()) if n else \
             _skip("no keypoints output matches a ground-truth tracks stamp")
 

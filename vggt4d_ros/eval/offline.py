@@ -1,28 +1,30 @@
 """Offline replay: the node's computation on a bag, directly, deterministically, as fast as the model goes.
 
-The bag is read in log-time order and fed exactly as the node feeds its inputs (same parameter set,
-same :class:`~vggt4d_ros.window.sync.MultiCameraSynchronizer`, :class:`~vggt4d_ros.window.window.SlidingWindow`
-and :class:`~vggt4d_ros.pipeline.Pipeline`); every complete window is processed at once (the node in
-lock-step does the same), and the node's messages are built and written to the output bag with bag-time
-log stamps. Differences from the node, on purpose: the synchroniser's wall clock is the bag's stamp
-clock (deterministic), and the first CameraInfo of each camera is known before the first image (the
-through-ROS runner primes the node the same way), so the first time step is not lost to topic order.
+A thin driver: the bag's messages are read in log-time order and fed to the node's own input front end
+(:class:`~vggt4d_ros.frontend.FrontEnd` through :mod:`vggt4d_ros.ros.feed`: the same parameter snapshot,
+CameraInfo cache, sync, window, resets, status order, extrinsics and ``scale.depth_topic`` matcher) and the
+same :class:`~vggt4d_ros.perception.pipeline.Pipeline`; every window is processed as soon as it is queued (the node
+in lock-step does the same), and the node's messages are written to the output bag with bag-time log
+stamps. Differences from the node, on purpose: the synchroniser's clock is the bag's stamp clock
+(deterministic), and the first CameraInfo of each camera and every /tf_static are known before the first
+image (the through-ROS runner primes the node the same way, /tf_static is latched), so the first time step
+is not lost to topic order.
 """
 from __future__ import annotations
 
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-import numpy as np
-
 from vggt4d_ros.bag.io import BagWriter, bag_topics, make_qos, open_writer, read_messages
 
 from .config import CameraTopics
-from .node_messages import (ack_message, diagnostics_message, serialize, status_messages,
-                            step_messages)
+from .node_messages import NODE_NAMESPACE, diagnostics_message, serialize, status_messages, step_messages
 
 __all__ = ["RunStats", "OutputBag", "run_offline", "finalize_output", "pipeline_config"]
 
@@ -53,15 +55,19 @@ class RunStats:
 
 
 class OutputBag:
-    """The outputs bag: a rosbag2 MCAP written with :class:`~vggt4d_ros.bag.io.BagWriter` (topics registered
-    on first use, log time = the message's stamp) and moved to ``DIR/outputs.mcap`` when finalised."""
+    """The outputs bag: ``DIR/outputs.mcap``, one self-describing MCAP file (rosbags, the mcap tools and
+    ``ros2 bag`` open it) written with :class:`~vggt4d_ros.bag.io.BagWriter` with zstd chunk compression
+    (:data:`~vggt4d_ros.bag.record.OUTPUT_COMPRESSION`); topics registered on first use, log time = the
+    message's stamp. It appears at its path only once :meth:`close` succeeded."""
 
     def __init__(self, out_dir: Path, qos_depth: int = 10) -> None:
+        from vggt4d_ros.bag.record import OUTPUT_COMPRESSION
+
         self.out_dir = Path(out_dir)
-        self.bag_dir = self.out_dir / "outputs.bag"
-        if self.bag_dir.exists():
-            shutil.rmtree(self.bag_dir)
-        self.writer: BagWriter = open_writer(self.bag_dir, "mcap")
+        self.path = self.out_dir / "outputs.mcap"
+        if self.path.exists():
+            self.path.unlink()
+        self.writer: BagWriter = open_writer(self.path, "mcap", compression=OUTPUT_COMPRESSION)
         self._qos = {"/tf": make_qos(reliable=True, depth=100)}
         self._default_qos = make_qos(reliable=True, depth=qos_depth)
 
@@ -75,223 +81,173 @@ class OutputBag:
         return dict(self.writer.counts)
 
     def close(self) -> Path:
-        return finalize_output(self.writer.close(), self.out_dir / "outputs.mcap")
+        return self.writer.close()
 
 
-def finalize_output(bag_dir: Path, target: Path) -> Path:
-    """Move the single ``.mcap`` of a rosbag2 directory to ``target`` (a self-describing MCAP file that
-    rosbags, the mcap tools and ``ros2 bag`` open) and remove the directory."""
-    files = sorted(Path(bag_dir).glob("*.mcap"))
+def finalize_output(bag: Path, target: Path) -> Path:
+    """Move a recorded bag's MCAP to ``target`` (a self-describing MCAP file that rosbags, the mcap tools and
+    ``ros2 bag`` open): ``bag`` is that file already, or a rosbag2 directory with one ``.mcap`` (removed)."""
+    bag = Path(bag)
+    files = [bag] if bag.is_file() else sorted(bag.glob("*.mcap"))
     if len(files) != 1:
-        raise RuntimeError(f"expected one .mcap in {bag_dir}, found {len(files)}")
+        raise RuntimeError(f"expected one .mcap in {bag}, found {len(files)}")
     if target.exists():
         target.unlink()
     shutil.move(str(files[0]), str(target))
-    shutil.rmtree(bag_dir, ignore_errors=True)
+    if bag.is_dir():
+        shutil.rmtree(bag, ignore_errors=True)
     return target
 
 
 def pipeline_config(params: Mapping[str, Any]):
-    """The :class:`~vggt4d_ros.pipeline.PipelineConfig` the node builds from these parameters."""
-    from vggt4d_ros.pipeline import pipeline_config_from_params
+    """The :class:`~vggt4d_ros.perception.pipeline.PipelineConfig` the node builds from these parameters."""
+    from vggt4d_ros.perception.pipeline import pipeline_config_from_params
 
     return pipeline_config_from_params(dict(params))
 
 
-def _valid_info(info) -> bool:
-    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    return bool(info.width > 0 and info.height > 0 and np.all(np.isfinite(K)) and 0 < K[0, 0] <= 1e6
-                and 0 < K[1, 1] <= 1e6)
+@contextmanager
+def _deferred_interrupt():
+    """Turn the first Ctrl-C into a flag checked between messages, so a window's outputs are written whole.
 
+    Yields a one-element list that becomes ``[True]`` on SIGINT; a second Ctrl-C raises KeyboardInterrupt at
+    once. Off the main thread (where Python cannot install handlers) Ctrl-C stays a plain KeyboardInterrupt.
+    """
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
 
-def _extrinsics(params: Mapping[str, Any], static_tf: Mapping[str, tuple], frames: Mapping[str, str]
-                ) -> Dict[str, np.ndarray]:
-    """base_frame <- optical frame per camera (the node's rule, :func:`vggt4d_ros.extrinsics.resolve_extrinsics`)."""
-    from vggt4d_ros.extrinsics import resolve_extrinsics
+    def handler(_signum, _frame):
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
 
-    return resolve_extrinsics(params, static_tf, frames)
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_offline(bag: Path, params: Dict[str, Any], cams: CameraTopics, out: OutputBag, *,
                 pipeline: Any = None, max_steps: Optional[int] = None,
                 progress: Optional[Callable[[int], None]] = None,
                 log: Callable[[str], None] = lambda s: None) -> RunStats:
-    """Replay ``bag`` through the pipeline, writing the node's messages to ``out``.
+    """Replay ``bag`` through the front end and the pipeline, writing the node's messages to ``out``.
 
     Args:
         params: effective node parameters (dotted names), cameras resolved.
-        pipeline: a ready :class:`~vggt4d_ros.pipeline.Pipeline` (built from ``params`` when None).
+        pipeline: a ready :class:`~vggt4d_ros.perception.pipeline.Pipeline` (built from ``params`` when None).
         max_steps: stop after this many synchronised time steps.
         progress: called with the number of image messages consumed so far.
 
-    KeyboardInterrupt stops the run cleanly (``stats.interrupted``); ``out`` is left open for the caller.
+    Ctrl-C stops the run cleanly after the message being fed (``stats.interrupted``): every window whose outputs
+    were started is written whole, so ``stats.steps_out`` matches the output bag. ``out`` is left open for the
+    caller.
     """
-    from vggt4d_ros.pipeline import Pipeline
-    from vggt4d_ros.ros import conversions as conv
-    from vggt4d_ros.window.sync import CameraInfoCache, MultiCameraSynchronizer
-    from vggt4d_ros.window.window import KeyframeSelector, SlidingWindow
+    from vggt4d_ros.frontend import Config, FrontEnd
+    from vggt4d_ros.perception.pipeline import Pipeline
+    from vggt4d_ros.ros import feed
 
+    cfg = Config.from_params(params)
     stats = RunStats(mode="offline")
     names = list(cams.names)
     if pipeline is None:
-        pipeline = Pipeline(pipeline_config(params))
+        pipeline = Pipeline(pipeline_config(cfg))
     stats.device = str(getattr(pipeline, "device_name", ""))
-    min_cams = int(params["sync.min_cameras"]) or len(names)
-    infos = CameraInfoCache()
-    sync = MultiCameraSynchronizer(names, tolerance_s=float(params["sync.tolerance_ms"]) * 1e-3,
-                                   min_cameras=min(min_cams, len(names)), max_pending=int(params["sync.max_pending"]),
-                                   camera_info=infos)
-    motion = float(params["window.keyframe_motion"])
-    keyframe = KeyframeSelector(motion / 255.0, image_fn=lambda payload: payload["rgb"]) if motion > 0 else None
-    T = int(params["window.num_steps"])
-    window = SlidingWindow(names, num_steps=T, stride=min(int(params["window.stride"]), T), max_pending_windows=1,
-                           keyframe=keyframe, jitter_threshold_s=float(params["window.max_gap_s"]) or None)
     pipeline.reset("replay")
-    by_image = {t: c for c, t in cams.image.items()}
-    by_info = {t: c for c, t in cams.info.items()}
-    available = bag_topics(bag)
-    topics = list(by_image) + list(by_info) + [t for t in ("/tf_static",) if t in available]
-    static_tf: Dict[str, tuple] = {}
-    rejected: Dict[str, int] = {}
-    counters = {"steps_in": 0, "windows": 0, "windows_skipped": 0, "frames_dropped": 0, "resets": 0, "errors": 0}
-    state = {"tracking": 0, "message": "", "last_step_ns": None}
-    max_px = int(params["max_image_pixels"])
-    require_info = bool(params["sync.require_camera_info"])
-
-    # Prime: the first valid CameraInfo of every camera (see the module docstring).
-    for _t, _mt, _log, msg in read_messages(bag, list(by_info), decode=True):
-        cam = by_info[_t]
-        if not infos.has(cam) and _valid_info(msg):
-            infos.update(cam, msg)
-        if all(infos.has(c) for c in names):
-            break
+    ns = NODE_NAMESPACE
+    clock = [0.0]  # bag stamp clock (seconds) of the message being fed
 
     def emit(items, stamp_ns: int) -> None:
         for topic, msgtype, msg in items:
             out.write(topic, msgtype, stamp_ns, serialize(msg))
 
-    def process_window(win) -> None:
-        t0 = time.perf_counter()
-        V = win.num_views
-        newest = win.frames[(win.num_steps - 1) * V:]
-        frames = {c: f["frame_id"] for c, f in zip(win.camera_names, newest) if f is not None}
-        try:
-            result = pipeline.process(win, _extrinsics(params, static_tf, frames))
-        except Exception as exc:  # noqa: BLE001 - as the node: drop the window, say why, keep going
-            counters["errors"] += 1
-            log(f"window dropped: inference failed: {exc!r}")
-            f = next(f for f in newest if f is not None)
-            emit([ack_message(params, f["stamp"], V, state["tracking"], counters["windows"],
-                              counters["frames_dropped"], counters["windows_skipped"],
-                              f"window dropped: {exc!r}")], f["stamp_ns"])
+    def publish_status(msg) -> None:
+        emit([(f"{ns}/status", "vggt4d_ros/msg/WindowStatus", msg)],
+             msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+
+    def process() -> None:
+        win = fe.take(timeout=0)
+        if win is None:
             return
-        msgs = []
+        stats.windows += 1
+        t0 = time.perf_counter()
+        result, error = fe.run(pipeline, win)
+        if result is None:
+            log(error)
+            fe.failed(win, error)
+            return
         for step in result.steps:
-            msgs.append((step.stamp_ns, step_messages(params, step)))
+            emit(step_messages(cfg, step, ns=ns), step.stamp_ns)
+            stats.steps_out += 1  # per step written, so an interrupted run's count matches its bag
         latency = time.perf_counter() - t0
-        for step, (st_ns, items) in zip(result.steps, msgs):
-            emit(items, st_ns)
-        for step, item in zip(result.steps, status_messages(params, result, latency, counters["frames_dropped"],
-                                                            counters["windows_skipped"])):
-            emit([item], step.stamp_ns)
-        state["tracking"], state["message"] = int(result.tracking_state), result.message
+        statuses = status_messages(cfg, result, latency, fe.counters["frames_dropped"], fe.counters["windows_skipped"],
+                                   ns=ns)
+        fe.done(win, result, [(int(step.stamp_ns), st) for step, (_, _, st) in zip(result.steps, statuses)])
         stats.latencies_s.append(latency)
-        now = time.perf_counter()
-        stats.output_times_s.extend([now] * len(result.steps))
-        stats.steps_out += len(result.steps)
-        end_ns = max(s.stamp_ns for s in result.steps) if result.steps else newest[0]["stamp_ns"]
-        emit([diagnostics_message(end_ns, names, sync.diagnostics(now=0.0), rejected, counters, state["tracking"],
-                                  state["message"], stats.latencies_s)], end_ns)
+        stats.output_times_s.extend([time.perf_counter()] * len(result.steps))
+        end_ns = max(s.stamp_ns for s in result.steps) if result.steps else fe.newest_frames(win)[0].stamp_ns
+        sync_diag, counters, health = fe.diagnostics(now=0.0)
+        emit([diagnostics_message(end_ns, names, sync_diag, fe.rejected, counters, fe.tracking_state,
+                                  fe.tracking_message, stats.latencies_s, ns=ns, health=health,
+                                  sources=fe.output_sources)], end_ns)
 
-    def reset(reason: str) -> None:
-        counters["resets"] += 1
-        log(f"input reset ({reason}): window and tracking restart")
-        window.reset()
-        state["last_step_ns"] = None
-        pipeline.request_reset(reason)
+    fe = FrontEnd(cfg, feed.ack_builder(lambda: cfg, ns=ns), publish_status, log=lambda level, text: log(text),
+                  on_reset=pipeline.request_reset, clock=lambda: clock[0], live=False, on_window=process)
+    by_image = {t: c for c, t in cams.image.items()}
+    by_info = {t: c for c, t in cams.info.items()}
+    available = bag_topics(bag)
+    depth_topic = str(cfg["scale.depth_topic"])
+    if depth_topic and depth_topic not in available:
+        stats.notes.append(f"scale.depth_topic {depth_topic} is not in the bag")
+    extra = [t for t in ("/tf_static", depth_topic) if t and t in available]
+    topics = list(by_image) + list(by_info) + extra
 
-    def on_step(step) -> bool:
-        ref = names[0] if names[0] in step.frames else next(iter(step.frames))
-        stamp_ns = step.frames[ref]["stamp_ns"]
-        last = state["last_step_ns"]
-        if last is not None:
-            jump = float(params["window.reset_on_time_jump_s"])
-            if jump > 0 and (stamp_ns - last) * 1e-9 > jump:
-                reset(f"stamps jumped forward by {(stamp_ns - last) * 1e-9:.3f} s")
-        state["last_step_ns"] = stamp_ns
-        counters["steps_in"] += 1
-        stats.steps_in += 1
-        stats.frames_used += len(step.frames)
-        res = window.push(step)
-        counters["windows_skipped"] += int(res.skipped)
-        if res.window is None:
-            emit([ack_message(params, step.frames[ref]["stamp"], len(step.frames), state["tracking"],
-                              counters["windows"], counters["frames_dropped"], counters["windows_skipped"],
-                              "" if res.accepted else "not a keyframe")], stamp_ns)
-        else:
-            counters["windows"] += 1
-            stats.windows += 1
-            window.queue.get(timeout=0)  # processed right here (lock-step), not by a worker
-            process_window(res.window)
-        return max_steps is not None and stats.steps_in >= max_steps
+    # Prime: the first valid CameraInfo of every camera and every static transform (see the module docstring).
+    for topic, _mt, _log, msg in read_messages(bag, list(by_info), decode=True):
+        cam = by_info[topic]
+        if not fe.infos.has(cam):
+            feed.feed_info(fe, cam, msg)
+        if all(fe.infos.has(c) for c in names):
+            break
+    fe.rejected.clear()
+    if "/tf_static" in available:
+        for _t, _mt, _log, msg in read_messages(bag, ["/tf_static"], decode=True):
+            feed.feed_tf_static(fe, msg)
 
     t_start = time.perf_counter()
-    done = False
-    try:
-        for topic, _mt, _log, msg in read_messages(bag, topics, decode=True):
-            if topic == "/tf_static":
-                from vggt4d_ros.ros.transforms import transform_to_matrix
-
-                for tf in msg.transforms:
-                    static_tf[tf.child_frame_id] = (tf.header.frame_id, transform_to_matrix(tf.transform))
-                continue
-            if topic in by_info:
-                cam = by_info[topic]
-                if _valid_info(msg):
-                    infos.update(cam, msg)
-                else:
-                    rejected[cam] = rejected.get(cam, 0) + 1
-                continue
-            cam = by_image[topic]
-            stats.frames_in += 1
-            if progress is not None:
-                progress(stats.frames_in)
-            try:
-                rgb = conv.compressed_to_rgb(msg, max_pixels=max_px) if cams.compressed[cam] else \
-                    conv.image_to_rgb(msg, max_pixels=max_px)
-            except conv.ImageConversionError as exc:
-                rejected[cam] = rejected.get(cam, 0) + 1
-                stats.frames_rejected += 1
-                if rejected[cam] == 1:
-                    log(f"rejected a message from camera {cam}: {exc}")
-                continue
-            info = infos.get(cam)
-            if (info is None and require_info) or (info is not None and (info.width != rgb.shape[1]
-                                                                         or info.height != rgb.shape[0])):
-                rejected[cam] = rejected.get(cam, 0) + 1
-                stats.frames_rejected += 1
-                continue
-            stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-            frame_id = str(params.get(f"{cam}.optical_frame") or "") or msg.header.frame_id
-            payload = {"rgb": rgb, "stamp": conv.ns_to_stamp(stamp_ns), "stamp_ns": stamp_ns, "frame_id": frame_id,
-                       "info": info}
-            res = sync.add(cam, stamp_ns * 1e-9, payload, now=stamp_ns * 1e-9)
-            if res.reset_reason:
-                reset(res.reset_reason)
-            counters["frames_dropped"] += res.dropped
-            for step in res.steps:
-                if on_step(step):
-                    done = True
+    with _deferred_interrupt() as stop:
+        try:
+            for topic, _mt, _log, msg in read_messages(bag, topics, decode=True):
+                if stop[0]:
+                    stats.interrupted = True
                     break
-            if done:
-                stats.stopped_at_max_steps = True
-                break
-    except KeyboardInterrupt:
-        stats.interrupted = True
+                if topic == "/tf_static":
+                    feed.feed_tf_static(fe, msg)
+                elif topic in by_info:
+                    feed.feed_info(fe, by_info[topic], msg)
+                elif topic == depth_topic:
+                    feed.feed_depth(fe, msg)
+                else:
+                    cam = by_image[topic]
+                    stats.frames_in += 1
+                    if progress is not None:
+                        progress(stats.frames_in)
+                    clock[0] = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                    feed.feed_image(fe, cam, msg, cams.compressed[cam])
+                    if max_steps is not None and fe.counters["steps_in"] >= max_steps:
+                        stats.stopped_at_max_steps = True
+                        break
+        except KeyboardInterrupt:  # a second Ctrl-C, or Ctrl-C off the main thread
+            stats.interrupted = True
     stats.wall_s = time.perf_counter() - t_start
-    stats.frames_dropped = counters["frames_dropped"]
-    stats.windows_skipped = counters["windows_skipped"]
-    stats.errors = counters["errors"]
-    stats.resets = counters["resets"]
+    c = fe.counters
+    stats.steps_in = c["steps_in"]
+    stats.frames_used = sum(s.used for s in fe.sync.stats.values())
+    stats.frames_rejected = sum(n for k, n in fe.rejected.items() if k in names)
+    stats.frames_dropped, stats.windows_skipped = c["frames_dropped"], c["windows_skipped"]
+    stats.errors, stats.resets = c["errors"], c["resets"]
     stats.messages = out.counts
     return stats

@@ -241,7 +241,12 @@ def write_report(metrics: Mapping[str, Any], files: Mapping[str, str], out_dir: 
                   f"| published mask | {_fmt(dm['iou_dynamic'])} | {_fmt(dm['iou_static'])} | {_fmt(dm['miou'])} | "
                   f"{_fmt(dm['accuracy'])} |",
                   f"| baseline: all static | {_fmt(b['iou_dynamic'])} | {_fmt(b['iou_static'])} | {_fmt(b['miou'])} | "
-                  f"{_fmt(b['accuracy'])} |", ""]
+                  f"{_fmt(b['accuracy'])} |"]
+        a = dm.get("baseline_all_dynamic")
+        if a:
+            lines += [f"| baseline: all dynamic | {_fmt(a['iou_dynamic'])} | {_fmt(a['iou_static'])} | | "
+                      f"{_fmt(a['accuracy'])} |"]
+        lines += [""]
     if "panels" in files:
         lines += [f"![depth and mask panels]({files['panels']})", ""]
 
@@ -251,13 +256,24 @@ def write_report(metrics: Mapping[str, Any], files: Mapping[str, str], out_dir: 
         lines += [_skipped(tk), ""]
     else:
         b = tk["baseline_static_points"]
-        lines += [f"{tk['keypoints_matched']} keypoint ids matched to ground-truth tracks "
-                  f"({tk['keypoints_unmatched']} unmatched), {tk['points_evaluated']} points evaluated.", "",
+        geo = tk.get("keypoints_matched_by_geometry", 0)
+        lines += [f"{tk['keypoints_matched']} keypoint ids matched to ground truth ({geo} static ones through the "
+                  f"ground-truth depth and poses, the others to the nearest moving ground-truth track; "
+                  f"{tk['keypoints_unmatched']} unmatched), {tk['points_evaluated']} points evaluated.", "",
                   "| | EPE mean [px] | EPE median [px] | delta_avg | visibility accuracy |", "|---|---|---|---|---|",
                   f"| published keypoints | {_fmt(tk['epe_mean'])} | {_fmt(tk['epe_median'])} | {_fmt(tk['delta_avg'])} | "
                   f"{_fmt(tk['visibility_accuracy'])} |",
                   f"| baseline: static points, always visible | {_fmt(b['epe_mean'])} | {_fmt(b['epe_median'])} | "
                   f"{_fmt(b['delta_avg'])} | {_fmt(b['visibility_accuracy'])} |", ""]
+        rows = [(f"{k} points", v) for k, v in tk.get("by_kind", {}).items()]
+        for hz in tk.get("by_horizon", []):
+            lo, hi = hz["frames"]
+            rows.append((f"{lo}-{hi} frames after the id appeared" if hi else f"{lo}+ frames after the id appeared", hz))
+        if rows:
+            lines += ["| median EPE [px] | points | published | static points |", "|---|---|---|---|"]
+            lines += [f"| {name} | {v['points']} | {_fmt(v['epe_median'])} | {_fmt(v['baseline_epe_median'])} |"
+                      for name, v in rows]
+            lines += [""]
     if "errors" in files:
         lines += ["## Errors and latency over time", "", f"![errors over time]({files['errors']})", ""]
     path = out_dir / "report.md"

@@ -131,7 +131,9 @@ def run_through_ros(bag: Path, params: Dict[str, Any], cams: CameraTopics, out_d
     t_start = time.monotonic()
     try:
         rec = Recorder(node, list(expected), bag_dir, log=log)
-        inputs = list(cams.image.values()) + list(cams.info.values())
+        depth_topic = str(params.get("scale.depth_topic") or "")
+        inputs = list(cams.image.values()) + list(cams.info.values()) + (
+            [depth_topic] if depth_topic and depth_topic in _bag_topic_names(bag) else [])
         deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:

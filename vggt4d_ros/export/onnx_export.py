@@ -22,11 +22,14 @@ reads it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -34,6 +37,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import nn
+
+# The runtime owns the file contract (input name, sidecar); the exporter follows it (no import cycle).
+from .ort_backend import INPUT_NAME, make_session, read_sidecar, sidecar_path
 
 __all__ = [
     "HEAD_OUTPUTS",
@@ -56,7 +62,6 @@ HEAD_OUTPUTS: Dict[str, Tuple[Optional[str], Tuple[str, ...]]] = {
     "page4d": (None, ("page_mask",)),
 }
 DEFAULT_HEADS = ("camera", "depth", "mask")
-INPUT_NAME = "images"
 SIDECAR_FORMAT = 1
 MIN_OPSET = 17
 
@@ -111,20 +116,6 @@ class ExportSpec:
         if not 0 <= idx < self.num_frames:
             raise ExportError(f"reference frame {idx} outside 0..{self.num_frames - 1}")
         return idx
-
-
-def sidecar_path(onnx_path: Union[str, os.PathLike]) -> Path:
-    """``model.onnx`` -> ``model.onnx.json``."""
-    return Path(str(onnx_path) + ".json")
-
-
-def read_sidecar(onnx_path: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
-    """The sidecar of ``onnx_path`` or None when there is none."""
-    p = sidecar_path(onnx_path)
-    if not p.is_file():
-        return None
-    with open(p, "r", encoding="utf-8") as f:
-        return json.load(f)
 
 
 class ExportGraph(nn.Module):
@@ -193,6 +184,9 @@ def _resolve_heads(model: nn.Module, heads: Sequence[str]) -> List[str]:
 def _validate(model: nn.Module, spec: ExportSpec) -> Tuple[List[str], str, int]:
     if not hasattr(model, "aggregator"):
         raise ExportError("export needs a vggt4d_ros VGGT4D model (no .aggregator)")
+    if hasattr(model, "cross_time_local_fusion"):  # ExportGraph runs the aggregator and heads, not the 2 branches
+        raise ExportError("4D-VGGT (architecture 4d-vggt) models cannot be exported yet: the export graph has no "
+                          "cross-time branch or dense fusion")
     p = model.aggregator.patch_size
     for name, v in (("height", spec.height), ("width", spec.width)):
         if int(v) <= 0 or int(v) % p:
@@ -233,16 +227,43 @@ def compare_outputs(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> D
     return out
 
 
-def _export_file(graph: ExportGraph, example: torch.Tensor, path: Path, spec: ExportSpec, external: bool) -> str:
+#: loggers of the exporter stack; at INFO/WARNING they print hundreds of lines per export (one per skipped
+#: constant fold, deduplicated initializer, unavailable torchvision op...), none about this model's graph
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet_exporter(enabled: bool = True):
+    """Silence the exporter stack's progress output inside the block (loggers to ERROR, its Future- and
+    DeprecationWarnings ignored); errors still raise. ``enabled=False`` changes nothing."""
+    if not enabled:
+        yield
+        return
+    saved = {name: logging.getLogger(name).level for name in EXPORTER_LOGGERS}
+    try:
+        for name in EXPORTER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _export_file(graph: ExportGraph, example: torch.Tensor, path: Path, spec: ExportSpec, external: bool,
+                 quiet: bool = True) -> str:
     """Run torch.onnx.export (torch.export based); returns the exporter used."""
     kw: Dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=graph.output_names,
                               opset_version=int(spec.opset), dynamo=True, external_data=external,
-                              optimize=bool(spec.optimize))
+                              optimize=bool(spec.optimize), verbose=False if quiet else None)
     if spec.dynamic_frames:
         frames = torch.export.Dim("frames", min=1, max=1024)
         kw["dynamic_shapes"] = {"images": {1: frames}}
-    prog = torch.onnx.export(graph, (example,), None, **kw)
-    prog.save(str(path), external_data=external)
+    with quiet_exporter(quiet):
+        prog = torch.onnx.export(graph, (example,), None, **kw)
+        prog.save(str(path), external_data=external)
     return "torch.export"
 
 
@@ -255,6 +276,7 @@ def export_onnx(
     seed: int = 0,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     metadata: Optional[Dict[str, Any]] = None,
+    quiet: bool = True,
 ) -> Dict[str, Any]:
     """Export ``model`` (a :class:`~vggt4d_ros.model.VGGT4D`) to ``path`` and write the sidecar JSON.
 
@@ -267,6 +289,7 @@ def export_onnx(
             ``seed``); figures go into the sidecar under ``"parity"``.
         providers: onnxruntime providers for the check.
         metadata: extra entries for the sidecar (config name, checkpoint...).
+        quiet: silence the exporter stack's logging and progress lines (:func:`quiet_exporter`).
     Returns:
         the sidecar dict.
     Raises:
@@ -301,7 +324,7 @@ def export_onnx(
         if spec.fp16:  # a half copy: casting the caller's model there and back would round its weights
             graph = ExportGraph(copy.deepcopy(model).half(), heads, spec.num_views, ref, layout)
         with torch.no_grad():
-            exporter = _export_file(graph.eval(), example.to(dtype), path, spec, external)
+            exporter = _export_file(graph.eval(), example.to(dtype), path, spec, external, quiet)
     finally:
         agg.keep_layers = old_keep
         clear_model_caches(model)
@@ -375,8 +398,6 @@ def _torch_outputs(model: nn.Module, graph: ExportGraph, example: torch.Tensor) 
 def _parity(ref: Dict[str, np.ndarray], names: Sequence[str], path: Path, example: torch.Tensor, spec: ExportSpec,
             providers: Sequence[str]) -> Dict[str, Any]:
     """onnxruntime vs the torch reference outputs ``ref`` on ``example``."""
-    from .ort_backend import make_session
-
     sess = make_session(path, providers)
     feed = {INPUT_NAME: example.numpy().astype(np.float16 if spec.fp16 else np.float32)}
     t0 = time.perf_counter()

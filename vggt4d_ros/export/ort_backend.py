@@ -23,11 +23,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from .onnx_export import INPUT_NAME, read_sidecar
+import json
 
 __all__ = ["OrtBackend", "DEFAULT_PROVIDERS", "available_providers", "make_session"]
 
 _LOG = logging.getLogger(__name__)
+
+#: Name of the exported graph's image input.
+INPUT_NAME = "images"
+
+
+def sidecar_path(onnx_path: Union[str, os.PathLike]) -> Path:
+    """``model.onnx`` -> ``model.onnx.json`` (what the graph expects, written by the exporter)."""
+    return Path(str(onnx_path) + ".json")
+
+
+def read_sidecar(onnx_path: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
+    """The sidecar of ``onnx_path`` or None when there is none."""
+    p = sidecar_path(onnx_path)
+    if not p.is_file():
+        return None
+    with open(p, "r", encoding="utf-8") as f:
+        return json.load(f)
 
 #: Tried in this order, filtered to what the installed onnxruntime offers. Note that onnxruntime gives each
 #: node to the FIRST provider that supports it: listed after CUDA, TensorRT gets nothing; put

@@ -23,7 +23,8 @@ from torch import nn
 from ..geometry.points import rebase_poses, se3_to_4x4
 from ..geometry.pose_encoding import pose_encoding_to_extri_intri
 from .dynamic_mask import geometric_dynamic_mask
-from .preprocess import PixelMap, compute_pixel_map, model_to_input, model_to_input_channels, preprocess_frames
+from .preprocess import (RESIZERS, PixelMap, compute_pixel_map, model_to_input, model_to_input_channels,
+                         preprocess_frames)
 from .types import FramePrediction, WindowPrediction
 
 __all__ = ["Predictor", "PRECISIONS"]
@@ -86,13 +87,16 @@ class Predictor:
         fp32_modules: names of sub-modules kept in fp32 under low precision (their inputs are cast to
             fp32); default the camera head (cheap: it sees only the camera tokens; pose precision matters).
         layout: attention layout passed to the model ("global" / "spatiotemporal"); None = the model's.
-        dynamic_mask: "auto" (mask head, else PAGE-4D, else geometric), "head", "page4d", "geometric",
-            or "none".
+        dynamic_mask: "auto" (the model configuration's ``inference: {dynamic_mask: ...}`` when it names one,
+            else the mask head, else PAGE-4D, else geometric), "head", "page4d", "geometric", or "none".
         geometric_mask_kw: keyword arguments of :func:`.dynamic_mask.geometric_dynamic_mask`, plus
             ``stride`` (compute on every ``stride``-th model pixel, default 2) and ``conf_quantile``
             (ignore pixels below this depth-confidence quantile, default 0.1).
         resample: "bilinear" or "nearest": how model-grid maps are brought back to input size.
         pad_value: value of padded pixels (pad mode).
+        image_resize: ``"torch"`` or ``"pil"`` (4D-VGGT's / VGGT's ``load_fn`` pixel values, on the CPU); see
+            :mod:`.preprocess`. None (default): the model's ``preprocessing["resize"]`` (set by its model
+            configuration's ``preprocess:``, e.g. ``config/models/4d-vggt.yaml``), else ``"torch"``.
         skip_unused_heads: run only the heads whose outputs this predictor uses (default): no point head
             with ``compute_points="depth"``, no mask head unless ``dynamic_mask`` is "auto" or "head", no
             track head without query points. The model's ``keep_layers`` then follows the heads that can run.
@@ -132,6 +136,7 @@ class Predictor:
         skip_unused_heads: bool = True,
         compile: bool = False,
         compile_options: Optional[Dict[str, Any]] = None,
+        image_resize: Optional[str] = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -152,10 +157,23 @@ class Predictor:
         self.mode = mode
         self.compute_points = compute_points
         self.layout = layout
+        if dynamic_mask == "auto":  # the source measured best for the weights (model config ``inference:``)
+            pref = (getattr(model, "inference_defaults", None) or {}).get("dynamic_mask", "auto")
+            if pref not in ("auto", "head", "page4d", "geometric", "none"):
+                raise ValueError(f"unknown dynamic_mask source {pref!r} in the model's inference defaults")
+            page_on = bool((getattr(getattr(model, "aggregator", None), "page4d_cfg", None) or {}).get("enabled"))
+            if (pref == "page4d" and page_on) or (pref == "head" and getattr(model, "mask_head", None) is not None) \
+                    or pref in ("geometric", "none"):
+                dynamic_mask = pref  # else the usual order (the model lacks the preferred source)
         self.dynamic_mask = dynamic_mask
         self.geometric_mask_kw = dict(geometric_mask_kw or {})
         self.resample = resample
         self.pad_value = float(pad_value)
+        if image_resize is None:
+            image_resize = (getattr(model, "preprocessing", None) or {}).get("resize", "torch")
+        if image_resize not in RESIZERS:
+            raise ValueError(f"image_resize must be one of {RESIZERS}, got {image_resize!r}")
+        self.image_resize = image_resize
 
         model = model.eval().to(device=self.device, dtype=dtype)
         self._hooks = []
@@ -285,7 +303,8 @@ class Predictor:
         Anything else (CPU device, torch tensors, other dtypes) is returned unchanged for
         :func:`.preprocess.preprocess_frames`, which uploads it itself.
         """
-        if self.device.type != "cuda" or not all(isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames):
+        if (self.device.type != "cuda" or self.image_resize == "pil"
+                or not all(isinstance(f, np.ndarray) and f.dtype == np.uint8 for f in frames)):
             return frames
         total = sum(int(f.size) for f in frames)
         if self._staging_done is not None:
@@ -432,7 +451,8 @@ class Predictor:
         if keys is None:
             self._pre_cache = {}
             return preprocess_frames(self._upload(frames), self.target_width, self.mode, pad_value=self.pad_value,
-                                     model_hw=model_hw, device=self.device, dtype=self.dtype)
+                                     model_hw=model_hw, device=self.device, dtype=self.dtype,
+                                     resize=self.image_resize)
         if len(keys) != len(frames):
             raise ValueError(f"{len(keys)} frame_keys for {len(frames)} frames")
         maps: List[PixelMap] = []
@@ -445,7 +465,7 @@ class Predictor:
         if missing:
             imgs, got = preprocess_frames(self._upload([frames[i] for i in missing]), self.target_width, self.mode,
                                           pad_value=self.pad_value, model_hw=model_hw, device=self.device,
-                                          dtype=self.dtype)
+                                          dtype=self.dtype, resize=self.image_resize)
             for j, i in enumerate(missing):
                 if got[j] != maps[i]:
                     raise RuntimeError(f"pixel map of frame {i} changed: {got[j]} != {maps[i]}")

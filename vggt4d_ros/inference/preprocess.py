@@ -21,6 +21,15 @@ Sizes (VGGT's ``load_and_preprocess_images`` is the precedent):
 
 Frames of one window must share one model grid; :func:`preprocess_frames` takes the grid from the first
 frame (or ``model_hw``) and fits every other frame to it (its own scale and offset).
+
+Resampling (``resize``), both with the sizes and pixel maps above:
+
+* ``"torch"`` (default): bicubic ``interpolate`` in float on the frames' device (antialiased when shrinking).
+* ``"pil"``: the pixel values of 4D-VGGT v1.0's ``four_d_vggt/utils/load_fn.py`` (and VGGT's): PIL's bicubic
+  resize of the uint8 image (an RGBA frame composited over white first), the result kept in uint8, then
+  ``/ 255``; on the CPU. Checked against ``load_fn.py``'s outputs for 4:3, 16:9 and portrait images in
+  ``test/test_preprocess.py``. (``load_fn.py`` pads frames of different sizes to the largest; here every
+  frame is fitted to the first frame's grid, as above; one camera's frames share a size, so they agree.)
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ __all__ = [
 ]
 
 PATCH = 14
+RESIZERS = ("torch", "pil")
 
 FrameLike = Union[np.ndarray, torch.Tensor]
 
@@ -196,6 +206,30 @@ def _apply_map(img: torch.Tensor, pm: PixelMap, pad_value: float) -> torch.Tenso
         shrink = Hr < img.shape[-2] or Wr < img.shape[-1]
         img = F.interpolate(img, size=(Hr, Wr), mode="bicubic", align_corners=False, antialias=shrink)
         img = img.clamp_(0.0, 1.0)
+    return _place(img, pm, pad_value)
+
+
+def _pil_resized(frame: FrameLike, pm: PixelMap) -> torch.Tensor:
+    """``resize="pil"``: one uint8 frame -> (3, Hr, Wr) float, as ``load_fn.py`` computes it."""
+    from PIL import Image
+
+    arr = frame.cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"resize='pil' needs uint8 frames, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) frame, got {arr.shape}")
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    if img.mode == "RGBA":
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
+    img = img.convert("RGB").resize((pm.resized_hw[1], pm.resized_hw[0]), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
+
+
+def _place(img: torch.Tensor, pm: PixelMap, pad_value: float) -> torch.Tensor:
+    """Crop/pad resized (N, 3, Hr, Wr) images onto the model grid."""
+    Hr, Wr = pm.resized_hw
     Hm, Wm = pm.model_hw
     dx, dy = pm.shift_xy
     # Crop (negative shift) first, then pad (positive shift).
@@ -217,6 +251,7 @@ def preprocess_frames(
     pad_value: float = 1.0,
     device: Union[str, torch.device] = "cpu",
     dtype: torch.dtype = torch.float32,
+    resize: str = "torch",
 ) -> Tuple[torch.Tensor, List[PixelMap]]:
     """Bring S uint8 RGB frames (any sizes) onto one model grid.
 
@@ -227,6 +262,7 @@ def preprocess_frames(
         pad_value: value of padded pixels in [0, 1] (1.0 = white, as VGGT).
         device: where the resize runs (upload uint8, resize there).
         dtype: dtype of the returned images.
+        resize: ``"torch"`` or ``"pil"`` (4D-VGGT's / VGGT's ``load_fn`` pixel values; see the module docstring).
     Returns:
         images: (S, 3, Hm, Wm) in [0, 1].
         maps: one :class:`PixelMap` per frame.
@@ -235,6 +271,8 @@ def preprocess_frames(
         frames = list(frames)
     if len(frames) == 0:
         raise ValueError("no frames")
+    if resize not in RESIZERS:
+        raise ValueError(f"resize must be one of {RESIZERS}, got {resize!r}")
     maps: List[PixelMap] = []
     for f in frames:
         hw = (int(f.shape[0]), int(f.shape[1]))
@@ -247,6 +285,10 @@ def preprocess_frames(
     for i, f in enumerate(frames):
         groups.setdefault((tuple(f.shape), maps[i]), []).append(i)
     for (_, pm), idx in groups.items():
+        if resize == "pil":
+            batch = torch.stack([_pil_resized(frames[i], pm) for i in idx]).to(device)
+            out[idx] = _place(batch, pm, pad_value)
+            continue
         batch = torch.stack([_to_device_float(frames[i], device) for i in idx])
         out[idx] = _apply_map(batch, pm, pad_value)
     return out.to(dtype), maps

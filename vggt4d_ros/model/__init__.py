@@ -3,15 +3,19 @@
 from .aggregator import Aggregator
 from .checkpoint import CheckpointError, load_checkpoint
 from .configs import available_configs, build_model_from_config, load_model_config
-from .vggt4d import VGGT4D, build_model, scaled_layers
+from .fourd_vggt import FourDVGGT, build_fourd_vggt
+from .vggt4d import VGGT4D, build_model, build_vggt4d, scaled_layers
 
 __all__ = [
     "Aggregator",
     "CheckpointError",
+    "FourDVGGT",
     "VGGT4D",
     "available_configs",
+    "build_fourd_vggt",
     "build_model",
     "build_model_from_config",
+    "build_vggt4d",
     "load_checkpoint",
     "load_model_config",
     "scaled_layers",

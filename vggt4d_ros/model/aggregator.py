@@ -34,7 +34,7 @@ PAGE-4D (``page4d={"enabled": True, ...}``): after frame block ``mask_block`` a
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -45,6 +45,16 @@ from .page4d import PageMaskPredictor, page_key_bias
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYOUTS = ("global", "spatiotemporal")
+
+class EncodedFrames(NamedTuple):
+    """:meth:`Aggregator.encode`'s output: the input of the alternating blocks."""
+
+    tokens: torch.Tensor  # (B*S, P, C): [camera, registers, patches] per frame
+    pos: Optional[torch.Tensor]  # (B*S, P, 2) RoPE positions (special tokens at 0), or None
+    batch: int
+    frames: int
+    grid: Tuple[int, int]  # (h, w) patch grid
+
 
 PAGE4D_DEFAULTS = {"enabled": False, "mask_block": 9, "bias_blocks": (10, 19), "strength": 0.0, "mode": "page4d"}
 
@@ -179,30 +189,24 @@ class Aggregator(nn.Module):
         return self.patch_embed(x)
 
     # ------------------------------------------------------------------ main pass
-    def forward(
+    def encode(
         self,
         images: Optional[torch.Tensor] = None,
         *,
         patch_tokens: Optional[torch.Tensor] = None,
         grid: Optional[Tuple[int, int]] = None,
-        num_views: int = 1,
         reference_index: int = 0,
-        layout: Optional[str] = None,
-    ) -> Tuple[List[Optional[torch.Tensor]], int, Dict[str, torch.Tensor]]:
-        """Run the blocks.
+    ) -> EncodedFrames:
+        """The blocks' input: patch tokens with camera/register tokens prepended, and RoPE positions.
 
         Args:
             images: ``(B, S, 3, H, W)`` in [0, 1] (or give ``patch_tokens`` + ``grid``).
             patch_tokens: precomputed ``(B, S, h*w, C)`` from :meth:`embed_frames`.
             grid: ``(h, w)`` patch grid when ``patch_tokens`` is given.
-            num_views: ``V`` (frames are time-major).
             reference_index: frame that gets camera/register token 0.
-            layout: override of the constructor's layout.
         Returns:
-            ``(layers, patch_start_idx, aux)``: ``layers`` has ``depth`` entries ``(B, S, P, 2C)`` or None;
-            ``aux`` holds ``"page_static"`` ``(B, S, h, w)`` when PAGE-4D is enabled.
+            :class:`EncodedFrames` (tokens ``(B*S, P, C)``, positions ``(B*S, P, 2)`` or None).
         """
-        layout = layout or self.layout
         if patch_tokens is None:
             if images is None:
                 raise ValueError("give images or patch_tokens")
@@ -221,12 +225,57 @@ class Aggregator(nn.Module):
         cam = expand_special_tokens(self.camera_token, b, s, reference_index)
         reg = expand_special_tokens(self.register_token, b, s, reference_index)
         tokens = torch.cat((cam, reg, patch_tokens.reshape(b * s, n_patch, c)), dim=1)
-        p = tokens.shape[1]
         pos = None
         if self.rope is not None:
             pos = self.position_getter(b * s, grid[0], grid[1], tokens.device) + 1
             pos = torch.cat((pos.new_zeros(b * s, self.patch_start_idx, 2), pos), dim=1)
+        return EncodedFrames(tokens, pos, b, s, (int(grid[0]), int(grid[1])))
 
+    def forward(
+        self,
+        images: Optional[torch.Tensor] = None,
+        *,
+        patch_tokens: Optional[torch.Tensor] = None,
+        grid: Optional[Tuple[int, int]] = None,
+        num_views: int = 1,
+        reference_index: int = 0,
+        layout: Optional[str] = None,
+    ) -> Tuple[List[Optional[torch.Tensor]], int, Dict[str, torch.Tensor]]:
+        """Run the blocks: :meth:`encode` then :meth:`forward_tokens`.
+
+        Args:
+            images: ``(B, S, 3, H, W)`` in [0, 1] (or give ``patch_tokens`` + ``grid``).
+            patch_tokens: precomputed ``(B, S, h*w, C)`` from :meth:`embed_frames`.
+            grid: ``(h, w)`` patch grid when ``patch_tokens`` is given.
+            num_views: ``V`` (frames are time-major).
+            reference_index: frame that gets camera/register token 0.
+            layout: override of the constructor's layout.
+        Returns:
+            ``(layers, patch_start_idx, aux)``: ``layers`` has ``depth`` entries ``(B, S, P, 2C)`` or None;
+            ``aux`` holds ``"page_static"`` ``(B, S, h, w)`` when PAGE-4D is enabled.
+        """
+        enc = self.encode(images, patch_tokens=patch_tokens, grid=grid, reference_index=reference_index)
+        return self.forward_tokens(enc, num_views=num_views, layout=layout)
+
+    def forward_tokens(
+        self,
+        enc: EncodedFrames,
+        *,
+        num_views: int = 1,
+        layout: Optional[str] = None,
+        keep: Union[None, str, Collection[int]] = "default",
+    ) -> Tuple[List[Optional[torch.Tensor]], int, Dict[str, torch.Tensor]]:
+        """The alternating blocks on :meth:`encode`'s output (returns as :meth:`forward`).
+
+        ``keep``: layer indices to return (None: all); ``"default"``: :attr:`keep_layers`.
+        """
+        layout = layout or self.layout
+        if isinstance(keep, str):
+            if keep != "default":
+                raise ValueError(f"keep must be None, 'default' or layer indices, got {keep!r}")
+            keep = self.keep_layers
+        tokens, pos, b, s, grid = enc
+        p, c = tokens.shape[1], tokens.shape[2]
         cfg = self.page4d_cfg
         page_on = cfg["enabled"]
         key_bias = None
@@ -242,7 +291,7 @@ class Aggregator(nn.Module):
                     key_bias = page_key_bias(aux["page_static"], self.patch_start_idx, cfg["strength"], cfg["mode"])
             bias = key_bias if (key_bias is not None and cfg["bias_blocks"][0] <= i <= cfg["bias_blocks"][1]) else None
             tokens = self._global(i, tokens.view(b, s, p, c), pos, layout, num_views, bias).view(b * s, p, c)
-            if self.keep_layers is None or i in self.keep_layers:
+            if keep is None or i in keep:
                 outputs.append(torch.cat((frame_out.view(b, s, p, c), tokens.view(b, s, p, c)), dim=-1))
             else:
                 outputs.append(None)

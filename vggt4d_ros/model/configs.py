@@ -3,6 +3,13 @@
 Search order for a name: the repository layout (``<repo>/config/models``, next to the package), then the
 ROS share directory of an installed package (``<prefix>/share/vggt4d_ros/config/models`` for every prefix in
 ``AMENT_PREFIX_PATH``; read from the environment, no ROS import). A path to a ``.yaml`` file works too.
+
+Keys: ``architecture`` (``"vggt"`` default, or ``"4d-vggt"``: see :func:`~.vggt4d.build_model`) and the
+builder's settings; ``preprocess`` (optional mapping, not a model setting) is the preprocessing the weights
+expect, e.g. ``{resize: pil}`` for 4D-VGGT v1.0's ``load_fn.py``; it is attached to the model as
+``model.preprocessing``, where :class:`~vggt4d_ros.inference.Predictor` reads it; ``inference`` (optional
+mapping, not a model setting) holds the inference defaults measured for the weights, e.g. ``{dynamic_mask:
+page4d}`` (the mask source the Predictor's "auto" picks), attached as ``model.inference_defaults``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-from .vggt4d import VGGT4D, build_model
+from torch import nn
+
+from .vggt4d import build_model
 
 PACKAGE = "vggt4d_ros"
 
@@ -64,8 +73,13 @@ def load_model_config(name_or_path: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 def build_model_from_config(
     name_or_path: Union[str, os.PathLike, Dict[str, Any]], overrides: Optional[Dict[str, Any]] = None
-) -> VGGT4D:
+) -> nn.Module:
     """Build the model of a named configuration (or a config dict), with optional overrides."""
     cfg = dict(name_or_path) if isinstance(name_or_path, dict) else load_model_config(name_or_path)
     cfg.update(overrides or {})
-    return build_model(**cfg)
+    preprocessing = dict(cfg.pop("preprocess", None) or {})
+    inference = dict(cfg.pop("inference", None) or {})
+    model = build_model(**cfg)
+    model.preprocessing = preprocessing
+    model.inference_defaults = inference
+    return model

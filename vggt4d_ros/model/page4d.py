@@ -12,10 +12,19 @@ Score: the patch tokens of a frame form a ``(C, h, w)`` map, standardised per ch
 "static / visible" score of each patch. ``page_mask = 1 - s`` is reported as the dynamic probability.
 
 Bias on the logits of a camera/register query toward key ``j``:
-- ``mode="page4d"``: ``strength * (s_j - 0.5)`` (PAGE-4D's own form; its training uses strength 64
-  annealed to 0),
+- ``mode="page4d"``: ``strength * (s_j - 0.5)`` (PAGE-4D's own form),
 - ``mode="log"``: ``strength * log(s_j + 1e-6)`` (a log-space prior on the attention weights),
 and 0 toward camera/register keys. ``strength = 0`` (default) turns the bias off.
+
+PAGE-4D's strength (github kaichen-z/PAGE4D, commit 9f4ef74, ``SpatialMaskHead_IMP`` in
+model/page/layers/block.py): ``64 * mask_alpha(step, mask_hold_start, mask_hold_end)``, where ``mask_alpha`` is 1
+before ``mask_hold_start``, 0 from ``mask_hold_end`` on and a cosine between; ``step`` counts training forwards,
+so at inference (step 0) the strength is 64 when ``mask_hold_start > 0`` and 0 when both are 0. Its training
+config anneals 6000 -> 10000; ``checkpoint_nomask.pt`` is run with both 0 (no bias: its evaluation scripts'
+``--num_mask 0``, its Quick Start's ``VGGT()``), ``checkpoint_mask.pt`` with them > 0 (strength 64). It adds the
+bias by appending one channel to queries and keys of scaled dot-product attention (the head dimension padded to
+a multiple of 8), which equals this logits bias exactly when the head dimension is a multiple of 8 (64 in
+VGGT-1B). Configs: ``config/models/page4d.yaml`` (0) and ``page4d-mask.yaml`` (64).
 """
 
 from __future__ import annotations

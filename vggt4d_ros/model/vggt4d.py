@@ -8,24 +8,16 @@ extras live under their own prefixes: ``mask_head.*`` (dense dynamic-mask DPT he
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Dict, FrozenSet, List, Optional, Sequence
+from typing import Any, Collection, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .aggregator import Aggregator
+from .head_set import HEAD_ATTRS, HeadSet
 from .heads import CameraHead, DPTHead, TrackHead
 
 VGGT_DPT_LAYERS = (4, 11, 17, 23)
-
-#: head names accepted by ``VGGT4D.forward(heads=...)`` -> model attribute
-HEAD_ATTRS: Dict[str, str] = {
-    "camera": "camera_head",
-    "depth": "depth_head",
-    "point": "point_head",
-    "mask": "mask_head",
-    "track": "track_head",
-}
 
 
 def scaled_layers(depth: int, reference: Sequence[int] = VGGT_DPT_LAYERS, reference_depth: int = 24) -> List[int]:
@@ -41,7 +33,7 @@ def scaled_layers(depth: int, reference: Sequence[int] = VGGT_DPT_LAYERS, refere
     return out
 
 
-class VGGT4D(nn.Module):
+class VGGT4D(HeadSet, nn.Module):
     """Aggregator + heads. Build it with :func:`build_model`.
 
     Attributes: ``aggregator``, ``camera_head``, ``depth_head``, ``point_head``, ``track_head`` (each None
@@ -60,45 +52,6 @@ class VGGT4D(nn.Module):
         else:
             self.mask_head = None
         self.config = dict(config)
-
-    @property
-    def patch_size(self) -> int:
-        return self.aggregator.patch_size
-
-    def enabled_heads(self) -> FrozenSet[str]:
-        """Names (keys of :data:`HEAD_ATTRS`) of the heads this model has."""
-        return frozenset(n for n, a in HEAD_ATTRS.items() if getattr(self, a, None) is not None)
-
-    @staticmethod
-    def check_heads(heads: Optional[Collection[str]]) -> Optional[FrozenSet[str]]:
-        """Validate a ``heads`` selection: None (all) or names of :data:`HEAD_ATTRS`; raises ``ValueError``."""
-        if heads is None:
-            return None
-        if isinstance(heads, str):
-            raise ValueError(f"heads must be a collection of names, got the string {heads!r}")
-        sel = frozenset(heads)
-        unknown = sel - set(HEAD_ATTRS)
-        if unknown:
-            raise ValueError(f"unknown heads {sorted(unknown)}; known: {sorted(HEAD_ATTRS)}")
-        return sel
-
-    def required_layers(self, heads: Optional[Collection[str]] = None) -> List[int]:
-        """Aggregator layers the enabled heads read (camera head: the last one).
-
-        Args:
-            heads: restrict to these heads (names of :data:`HEAD_ATTRS`); None = every enabled head.
-        """
-        sel = self.check_heads(heads)
-        need = set()
-        for name, attr in HEAD_ATTRS.items():
-            head = getattr(self, attr, None)
-            if head is None or (sel is not None and name not in sel):
-                continue
-            if name == "camera":
-                need.add(self.aggregator.depth - 1)
-            else:
-                need.update(head.intermediate_layer_idx)
-        return sorted(need)
 
     def forward(
         self,
@@ -183,39 +136,29 @@ class VGGT4D(nn.Module):
             out["images"] = images
         return out
 
-    @staticmethod
-    def _dense_inputs(tokens: List[Optional[torch.Tensor]], images: torch.Tensor,
-                      dense_frames: Optional[Sequence[int]]):
-        """Token lists ``(B, S, P, C)`` and images ``(B, S, 3, H, W)`` restricted to ``dense_frames`` along S
-        (unchanged for None or ``0..S-1`` in order)."""
-        if dense_frames is None:
-            return tokens, images
-        s = images.shape[1]
-        idx = [int(i) for i in dense_frames]
-        if not idx or any(not 0 <= i < s for i in idx):
-            raise ValueError(f"dense_frames must be a non-empty list of indices in 0..{s - 1}, got {idx}")
-        if idx == list(range(s)):
-            return tokens, images
-        sel = torch.as_tensor(idx, device=images.device)
-        return [None if t is None else t.index_select(1, sel) for t in tokens], images.index_select(1, sel)
 
-    def _track(self, tokens: List[Optional[torch.Tensor]], images: torch.Tensor, psi: int, queries: torch.Tensor, ref: int) -> Dict[str, torch.Tensor]:
-        """Run the track head with frame ``ref`` moved to the front (the tracker queries frame 0)."""
-        s = images.shape[1]
-        if ref != 0:
-            order = torch.tensor([ref] + [i for i in range(s) if i != ref], device=images.device)
-            inv = torch.argsort(order)
-            tokens = [None if t is None else t.index_select(1, order) for t in tokens]
-            images = images.index_select(1, order)
-        tracks, vis, conf = self.track_head(tokens, images=images, patch_start_idx=psi, query_points=queries)
-        track = tracks[-1]
-        if ref != 0:
-            track, vis = track.index_select(1, inv), vis.index_select(1, inv)
-            conf = None if conf is None else conf.index_select(1, inv)
-        return {"track": track, "vis": vis, "conf": conf}
+ARCHITECTURES = ("vggt", "4d-vggt")
 
 
-def build_model(
+def build_model(architecture: str = "vggt", **kwargs: Any) -> nn.Module:
+    """Build a model by architecture.
+
+    Args:
+        architecture: ``"vggt"`` (default: :func:`build_vggt4d`, VGGT's layout with this project's 4D
+            options) or ``"4d-vggt"`` (:func:`~.fourd_vggt.build_fourd_vggt`: the 4D-VGGT v1.0 release's
+            ``FourDVGGT``; ``kwargs`` are its constructor's argument names).
+        kwargs: the builder's settings.
+    """
+    if architecture == "4d-vggt":
+        from .fourd_vggt import build_fourd_vggt
+
+        return build_fourd_vggt(**kwargs)
+    if architecture != "vggt":
+        raise ValueError(f"unknown architecture {architecture!r}; known: {list(ARCHITECTURES)}")
+    return build_vggt4d(**kwargs)
+
+
+def build_vggt4d(
     img_size: int = 518,
     patch_size: int = 14,
     embed_dim: int = 1024,

@@ -8,7 +8,7 @@ publishers' subscriber counts, so a message nobody listens to is never built. To
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from geometry_msgs.msg import Point
@@ -73,7 +73,7 @@ def output_topics(params: Mapping[str, Any], ns: str = NODE_NAMESPACE) -> Dict[s
 
 def step_messages(params: Mapping[str, Any], step: Any, ns: str = NODE_NAMESPACE,
                   want: Callable[[str], bool] = lambda topic: True, markers: Any = None) -> List[Out]:
-    """Messages of one :class:`~vggt4d_ros.pipeline.StepOutput`, in the node's publishing order.
+    """Messages of one :class:`~vggt4d_ros.perception.pipeline.StepOutput`, in the node's publishing order.
 
     ``want(topic)`` is asked before building a message (the node answers with its subscriber counts:
     a message nobody listens to is never built); /tf is always built when ``publish_odom_tf``.
@@ -172,6 +172,8 @@ def status_messages(params: Mapping[str, Any], result: Any, latency_s: float, fr
         st.scale = float(result.scale)
         st.scale_is_metric = bool(result.scale_is_metric)
         st.scale_source = str(getattr(result, "scale_source", "none") or "none")
+        st.mask_source = str(getattr(result, "mask_source", "none") or "none")
+        st.keypoint_source = str(getattr(result, "keypoint_source", "none") or "none")
         st.chain_inlier_ratio = float(result.chain_inlier_ratio)
         st.frames_dropped = int(frames_dropped)
         st.windows_skipped = int(windows_skipped)
@@ -205,11 +207,15 @@ def ack_message(params: Mapping[str, Any], stamp: Any, num_views: int, tracking_
 def diagnostics_message(stamp: Any, cameras: Sequence[str], sync_diag: Mapping[str, Mapping[str, Any]],
                         rejected: Mapping[str, int], counters: Mapping[str, Any], tracking_state: int,
                         state_message: str, latencies: Sequence[float], ns: str = NODE_NAMESPACE,
-                        name: str = "", live: bool = False) -> Out:
+                        name: str = "", live: bool = False, health: str = "",
+                        sources: Optional[Mapping[str, str]] = None) -> Out:
     """A DiagnosticArray with the node's statuses (per camera, tracking).
 
     ``stamp``: Time or int ns (the node's clock; bag time offline). ``live``: a camera can be stale (no
-    images for a while); offline, in bag time, it never is.
+    images for a while); offline, in bag time, it never is. ``health``: an input problem (e.g. cameras without
+    images past the front end's timeout) that makes the tracking status WARN with that message. ``sources``:
+    the last window's output sources (``FrontEnd.output_sources``: mask_source, keypoint_source), shown in the
+    tracking status's values.
     """
     from vggt4d_ros.ros import diagnostics as diag
 
@@ -229,9 +235,10 @@ def diagnostics_message(stamp: Any, cameras: Sequence[str], sync_diag: Mapping[s
                          "values": dict(d, rejected=r)})
     lat = sorted(latencies)
     names = {0: "initializing", 1: "ok", 2: "lost", 3: "recovered"}
-    statuses.append({"name": f"{name}: tracking", "level": "WARN" if tracking_state == 2 else "OK",
-                     "message": names.get(tracking_state, "?") + (f" ({state_message})" if state_message else ""),
-                     "values": dict(counters, latency_median_s=lat[len(lat) // 2] if lat else float("nan"),
+    text = names.get(tracking_state, "?") + (f" ({state_message})" if state_message else "")
+    statuses.append({"name": f"{name}: tracking", "level": "WARN" if tracking_state == 2 or health else "OK",
+                     "message": text + (f"; {health}" if health else ""),
+                     "values": dict(counters, **dict(sources or {}), latency_median_s=lat[len(lat) // 2] if lat else float("nan"),
                                     latency_max_s=lat[-1] if lat else float("nan"))})
     return ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", diag.diagnostic_array(
         stamp if not isinstance(stamp, (int, np.integer)) else int(stamp), statuses))

@@ -7,6 +7,9 @@ Example (the tiny config at 112 x 70, 2 cameras x 2 steps)::
 
 writes ``tiny.onnx`` and ``tiny.onnx.json`` (sidecar: size, V, T, layout, reference, outputs, versions and the
 onnxruntime-vs-torch parity figures), checks the file with ``onnx.checker`` and prints the max abs / rel error.
+Without ``--checkpoint`` it refuses to export (random weights give a graph that runs but predicts nothing)
+unless ``--random-weights`` asks for exactly that. The exporter stack's own logging (hundreds of lines per
+export) is silenced unless ``--verbose``.
 Exit status: 0 ok, 1 parity above ``--tolerance``, 2 bad arguments (config, checkpoint, size, heads...).
 """
 
@@ -17,6 +20,8 @@ import json
 import logging
 import sys
 from typing import List, Optional
+
+from ..cli_util import strip_ros_args
 
 __all__ = ["main", "build_parser"]
 
@@ -36,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggt4d-export", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="model configuration: tiny, vggt-1b, ... or a YAML path")
-    p.add_argument("--checkpoint", default=None, help="weights (.safetensors / .pt); random weights without it")
+    p.add_argument("--checkpoint", default=None, help="weights (.safetensors / .pt); required unless --random-weights")
+    p.add_argument("--random-weights", action="store_true",
+                   help="export the configuration with seeded random weights (pipeline tests only)")
     p.add_argument("--height", type=int, required=True, help="model-grid height in px (multiple of 14)")
     p.add_argument("--width", type=int, required=True, help="model-grid width in px (multiple of 14)")
     p.add_argument("--views", type=int, default=1, help="V cameras (default 1)")
@@ -58,12 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "check (default 1e-3 fp32, 5e-2 fp16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity input")
     p.add_argument("-o", "--output", required=True, help="output .onnx path (sidecar: <output>.json)")
+    p.add_argument("--verbose", action="store_true", help="show the exporter stack's logging (torch.onnx, onnxscript)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = build_parser().parse_args(strip_ros_args(argv))
+    if args.checkpoint and args.random_weights:
+        print("vggt4d-export: error: --checkpoint and --random-weights exclude each other", file=sys.stderr)
+        return 2
+    if not args.checkpoint and not args.random_weights:
+        print("vggt4d-export: error: no --checkpoint: give the weights (--checkpoint FILE, e.g. "
+              "vggt4d_ros/resources/models/tiny.safetensors for --config tiny) or ask for --random-weights",
+              file=sys.stderr)
+        return 2
+    # The root logger at WARNING: the exporter stack logs at INFO; this tool's own lines stay at INFO.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    _LOG.setLevel(logging.INFO)
     import torch
 
     from ..export import ExportError, ExportSpec, export_onnx
@@ -75,13 +93,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                       dynamic_frames=args.dynamic_frames, heads=heads, opset=args.opset, fp16=args.fp16,
                       layout=args.layout, reference=args.reference, optimize=not args.no_optimize)
     try:
+        if args.random_weights:
+            torch.manual_seed(args.seed)  # the same random weights for the same --seed
         model = build_model_from_config(args.config)
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint)
         else:
-            _LOG.warning("no --checkpoint: exporting RANDOM weights (fine for testing the pipeline only)")
-        meta = {"config": str(args.config), "checkpoint": args.checkpoint}
-        info = export_onnx(model, args.output, spec, verify=not args.no_verify, seed=args.seed, metadata=meta)
+            _LOG.warning("--random-weights: exporting RANDOM weights (for testing the pipeline only)")
+        meta = {"config": str(args.config), "checkpoint": args.checkpoint, "random_weights": bool(args.random_weights)}
+        info = export_onnx(model, args.output, spec, verify=not args.no_verify, seed=args.seed, metadata=meta,
+                           quiet=not args.verbose)
     except (ExportError, FileNotFoundError, CheckpointError, ValueError, TypeError) as e:
         print(f"vggt4d-export: error: {e}", file=sys.stderr)
         return 2

@@ -71,7 +71,8 @@ OUTPUT_FILES = ("outputs.mcap", "metrics.json", "report.md", "trajectory.png", "
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from ..cli_util import strip_ros_args  # launch_ros appends --ros-args ...
+    args = build_parser().parse_args(strip_ros_args(argv))
     from vggt4d_ros.bag.io import BagError, bag_topics
     from vggt4d_ros.eval.config import ConfigError, check_model, load_params, resolve_cameras, write_params_file
 

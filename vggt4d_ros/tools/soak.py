@@ -43,6 +43,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..cli_util import strip_ros_args
+
 __all__ = ["main", "build_parser", "run_soak", "proc_status", "gpu_memory_mib", "verdict", "machine_label"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -557,7 +559,7 @@ def plot(result: Dict[str, Any], path: Path) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``vggt4d-soak``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(strip_ros_args(argv))
     if args.duration <= 0 or args.sample_period <= 0:
         print("vggt4d-soak: error: --duration and --sample-period must be > 0", file=sys.stderr)
         return 2

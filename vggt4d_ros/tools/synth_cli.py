@@ -4,8 +4,9 @@
                  [--duration S] [--seed N] [--speed F] [--objects K] [--storage mcap|sqlite3]
                  [--compressed] [--no-raw] [--no-gt] [--jitter-ms MS] ...
 
-A rosbag2 bag is a directory: ``OUT.mcap`` writes the directory ``OUT/`` (``metadata.yaml`` and
-``OUT.mcap``), ``OUT.db3`` the same with sqlite3, and any other path is the bag directory itself.
+``OUT.mcap`` writes that single MCAP file (``vggt4d-bag info OUT.mcap``, ``vggt4d-replay OUT.mcap`` and
+``ros2 bag info OUT.mcap`` open it), ``OUT.db3`` a single sqlite3 file, and any other path is written as a
+rosbag2 bag directory (``OUT/metadata.yaml`` and ``OUT/OUT.mcap``).
 Exit status: 0 on success, 2 for bad arguments, 1 when the bag cannot be written. Topics are listed in
 ``docs/synthetic-data.md``.
 """
@@ -16,6 +17,7 @@ import sys
 from typing import List, Optional
 
 from ..bag.io import BagError
+from ..cli_util import strip_ros_args
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vggt4d-synth",
                 description="Render a synthetic dynamic multi-camera sequence with exact ground truth into a rosbag2 bag.")
-    p.add_argument("out", help="OUT.mcap or OUT.db3 (bag directory OUT/) or a bag directory path")
+    p.add_argument("out", help="OUT.mcap or OUT.db3 (that single file) or a bag directory path")
     p.add_argument("--cameras", type=int, default=2, help="number of cameras (default 2)")
     p.add_argument("--width", type=int, default=518, help="image width in pixels (default 518)")
     p.add_argument("--height", type=int, default=294, help="image height in pixels (default 294)")
@@ -57,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``vggt4d-synth`` console script; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(strip_ros_args(argv))
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
 

@@ -5,11 +5,12 @@
                  [--trainable PATTERN ...] [--max-wall-min M] [--checkpoint-every N] [--no-progress]
 
 Settings come from the YAML (``config/train/*.yaml``); flags override them. ``--resume DIR`` continues a
-run from ``DIR`` (``model.safetensors`` + ``state.pt``, as written to ``<out>/last``); ``--init CKPT`` loads a
-full checkpoint (e.g. VGGT-1B) before training; ``--trainable`` selects what trains (PAGE-4D-style partial
+run from ``DIR`` (``model.safetensors`` + ``state.pt``, as written to ``<out>/last``); ``--init CKPT`` (or the YAML's
+``init:``) loads a full checkpoint (e.g. VGGT-1B, or the previous stage of a two-stage recipe) before training; ``--trainable`` selects what trains (PAGE-4D-style partial
 fine-tuning, e.g. ``aggregator.frame_blocks.10-19 aggregator.global_blocks.10-19 camera_head mask_head``),
 everything else is frozen. Output: ``<out>/log.jsonl`` (one JSON object per step), ``<out>/last/`` checkpoint,
-``<out>/config.json`` (resolved settings). Exit status 0 on success, 2 for bad arguments.
+``<out>/config.json`` (resolved settings),
+``<out>/snapshots/step-<N>.safetensors`` every ``snapshot_every`` steps (YAML) for checkpoint selection. Exit status 0 on success, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import yaml
+
+from ..cli_util import strip_ros_args
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,7 +78,7 @@ def resolve_settings(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(strip_ros_args(argv))
     try:
         cfg = resolve_settings(args)
     except (OSError, yaml.YAMLError) as exc:
@@ -105,9 +108,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     seed = int(cfg["seed"])
     seed_everything(seed)
     model = build_model_from_config(cfg["model"])
-    if args.init:
-        rep = load_checkpoint(model, args.init, strict=False)
-        print(f"init from {args.init}: layout {rep.layout}, missing {len(rep.missing)}, unexpected "
+    init = args.init or cfg.get("init")
+    if init and not args.resume:
+        rep = load_checkpoint(model, init, strict=False)
+        print(f"init from {init}: layout {rep.layout}, missing {len(rep.missing)}, unexpected "
               f"{len(rep.unexpected)}, mismatched {len(rep.mismatched)}", file=sys.stderr)
     try:
         counts = apply_trainable(model, cfg.get("trainable"))
@@ -129,7 +133,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.time()
     try:
         logs = trainer.fit(batches, int(cfg["steps"]), out_dir=out, checkpoint_every=int(cfg.get("checkpoint_every", 0) or 0),
-                           progress=not args.no_progress, max_wall_s=60.0 * args.max_wall_min)
+                           progress=not args.no_progress, max_wall_s=60.0 * args.max_wall_min,
+                           snapshot_every=int(cfg.get("snapshot_every", 0) or 0))
     finally:
         batches.close()
     print(json.dumps({"step": trainer.step, "wall_s": round(time.time() - t0, 1), "loss": logs.get("loss"),

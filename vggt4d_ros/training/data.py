@@ -6,6 +6,13 @@ axes, and every length divided by the mean distance of the valid ground-truth po
 
 Train seeds and evaluation seeds are disjoint (:data:`TRAIN_SEED_BASE`, :data:`EVAL_SEEDS`).
 Rendering is cached per sequence (frames memoised) so several windows are drawn from one sequence.
+
+Scene families (``WindowConfig.family``, :data:`FAMILIES`): ``"legacy"`` is the original renderer set-up
+(fixed lighting, 70 degree cameras, the default texture patterns, boxes and spheres); ``"train"`` randomises
+per sequence the field of view (50-90 degrees), room size, texture patterns, lighting, exposure, tone curve,
+noise, blur, rig speed, camera pan/tilt (real rotation), object shapes and speeds; ``"heldout"`` draws from
+the same photometric ranges but with texture patterns, a moving-object shape and room sizes the train family
+never uses (and seeds below :data:`TRAIN_SEED_BASE`), so it measures generalisation, not memory.
 """
 
 from __future__ import annotations
@@ -24,6 +31,24 @@ from ..geometry import extri_intri_to_pose_encoding
 
 TRAIN_SEED_BASE = 1000  # train sequences use seeds >= 1000
 EVAL_SEEDS = tuple(range(10))  # held-out sequences
+
+#: Per-family scene settings drawn in :func:`synth_config` (ranges are uniform). The held-out family's
+#: texture patterns ("dots", "marble"), moving shape ("ellipsoid") and room sizes (larger) never occur in "train".
+FAMILIES: Dict[str, Dict[str, Any]] = {
+    "train": {
+        "texture_kinds": ("noise", "checkers", "stripes", "patches", "bricks", "wood", "grid", "gradient"),
+        "static_kinds": ("box", "box", "cylinder", "sphere"),
+        "moving_kinds": ("box", "sphere"),
+        "room": ((8.0, 14.0), (6.5, 10.0), (2.6, 3.5)),
+    },
+    "heldout": {
+        "texture_kinds": ("dots", "marble", "noise", "bricks"),
+        "static_kinds": ("box", "cylinder", "ellipsoid"),
+        "moving_kinds": ("ellipsoid", "ellipsoid", "box"),
+        "room": ((14.5, 17.0), (10.5, 12.0), (3.6, 4.2)),
+    },
+}
+FOV_RANGE_DEG = (50.0, 90.0)
 
 
 @dataclass
@@ -45,6 +70,9 @@ class WindowConfig:
     cache_sequences: int = 12  # rendered sequences kept (per worker)
     windows_per_sequence: int = 6  # mean windows drawn from a sequence before it is replaced
     texture_px: int = 256
+    family: str = "legacy"  # legacy | train | heldout (see FAMILIES)
+    views: List[int] = field(default_factory=list)  # cameras per window, one drawn per batch; [] = [num_views]
+    photometric: bool = True  # train/heldout: random lighting, exposure, tone, noise, blur (False: fixed)
 
     @classmethod
     def from_dict(cls, d: Optional[Dict[str, Any]]) -> "WindowConfig":
@@ -62,15 +90,43 @@ class WindowConfig:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def __post_init__(self) -> None:
+        if self.family not in ("legacy",) + tuple(FAMILIES):
+            raise ValueError(f"family must be one of {['legacy'] + list(FAMILIES)}, got {self.family!r}")
+        if any(int(v) < 1 for v in self.views):
+            raise ValueError(f"views must be positive camera counts, got {self.views}")
 
-def synth_config(seed: int, size: Tuple[int, int], cfg: WindowConfig, rng: np.random.Generator) -> SynthConfig:
-    """The :class:`SynthConfig` of sequence ``seed`` (randomised speed and number of moving objects)."""
+
+def synth_config(seed: int, size: Tuple[int, int], cfg: WindowConfig, rng: np.random.Generator,
+                 num_views: Optional[int] = None) -> SynthConfig:
+    """The :class:`SynthConfig` of sequence ``seed``: randomised speed and number of moving objects, and for
+    the ``train`` / ``heldout`` families every scene setting of :data:`FAMILIES` (drawn from ``rng``)."""
     lo, hi = cfg.moving_objects
-    return SynthConfig(
-        seed=int(seed), num_cameras=cfg.num_views, width=size[1], height=size[0], duration_s=cfg.duration_s,
-        speed=float(rng.uniform(*cfg.speed)), num_moving_objects=int(rng.integers(lo, hi + 1)),
+    base = dict(
+        seed=int(seed), num_cameras=int(num_views or cfg.num_views), width=size[1], height=size[0],
+        duration_s=cfg.duration_s, speed=float(rng.uniform(*cfg.speed)), num_moving_objects=int(rng.integers(lo, hi + 1)),
         num_tracks=max(4 * cfg.num_queries, 64), texture_px=cfg.texture_px,
     )
+    if cfg.family == "legacy":
+        return SynthConfig(**base)
+    fam = FAMILIES[cfg.family]
+    room = tuple(float(rng.uniform(*r)) for r in fam["room"])
+    extra = dict(
+        fov_deg=float(rng.uniform(*FOV_RANGE_DEG)), room_size=room,
+        texture_kinds=tuple(fam["texture_kinds"]), static_kinds=tuple(fam["static_kinds"]),
+        moving_kinds=tuple(fam["moving_kinds"]), num_static_objects=int(rng.integers(4, 15)),
+        rig_speed_mps=float(rng.uniform(0.3, 1.0)), object_speed_mps=float(rng.uniform(0.3, 1.3)),
+        pan_deg=float(rng.uniform(0.0, 25.0)), pan_hz=float(rng.uniform(0.1, 0.35)),
+        tilt_deg=float(rng.uniform(0.0, 8.0)), baseline_m=float(rng.uniform(0.15, 0.5)),
+        yaw_spread_deg=float(rng.uniform(0.0, 30.0)), pitch_deg=float(rng.uniform(-12.0, 4.0)),
+    )
+    if cfg.photometric:
+        extra.update(
+            lighting="random", exposure=(float(rng.uniform(0.55, 1.0)), float(rng.uniform(1.0, 1.5))),
+            gamma=float(rng.uniform(0.8, 1.25)), noise_std=float(rng.uniform(0.5, 6.0)),
+            blur_sigma=float(rng.uniform(0.3, 1.2)) if rng.uniform() < 0.5 else 0.0,
+        )
+    return SynthConfig(**base, **extra)
 
 
 class CachedSequence:
@@ -174,19 +230,19 @@ class WindowSampler:
         self.batch_size = batch_size
         self.seed = int(seed)
         self.seed_base = seed_base
-        self.cache: "OrderedDict[Tuple[int, Tuple[int, int]], CachedSequence]" = OrderedDict()
+        self.cache: "OrderedDict[Tuple[int, Tuple[int, int], int], CachedSequence]" = OrderedDict()
 
     def sequence_seed(self, idx: int) -> int:
         """Synthetic-scene seed of pool sequence ``idx`` (always >= ``seed_base``)."""
         return self.seed_base + self.seed * 1_000_003 + idx
 
-    def _sequence(self, idx: int, size: Tuple[int, int]) -> CachedSequence:
-        key = (idx, size)
+    def _sequence(self, idx: int, size: Tuple[int, int], num_views: Optional[int] = None) -> CachedSequence:
+        key = (idx, size, int(num_views or self.cfg.num_views))
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
         sseed = self.sequence_seed(idx)
-        seq = CachedSequence(synth_config(sseed, size, self.cfg, np.random.default_rng([sseed, 1])))
+        seq = CachedSequence(synth_config(sseed, size, self.cfg, np.random.default_rng([sseed, 1]), num_views))
         self.cache[key] = seq
         while len(self.cache) > self.cfg.cache_sequences + 1:
             self.cache.popitem(last=False)
@@ -197,10 +253,11 @@ class WindowSampler:
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, int(step), 3])
         size = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+        views = int(cfg.views[int(rng.integers(len(cfg.views)))]) if cfg.views else None
         g = int(step) // max(cfg.windows_per_sequence, 1)
         items = []
         for _ in range(self.batch_size):
-            seq = self._sequence(g + int(rng.integers(max(cfg.cache_sequences, 1))), size)
+            seq = self._sequence(g + int(rng.integers(max(cfg.cache_sequences, 1))), size, views)
             strides = [s for s in cfg.strides if (cfg.num_steps - 1) * s < seq.seq.num_frames] or [1]
             stride = int(strides[int(rng.integers(len(strides)))])
             last = seq.seq.num_frames - (cfg.num_steps - 1) * stride
@@ -249,11 +306,19 @@ class Prefetcher:
 
 def eval_windows(cfg: WindowConfig, seeds: Sequence[int] = EVAL_SEEDS, windows_per_seed: int = 2,
                  size: Optional[Tuple[int, int]] = None, stride: int = 2) -> Iterator[Tuple[int, Dict[str, torch.Tensor]]]:
-    """Deterministic held-out windows: for each seed, ``windows_per_seed`` windows spread over the sequence."""
-    size = size or cfg.sizes[-1]
+    """Deterministic held-out windows: for each seed, ``windows_per_seed`` windows spread over the sequence.
+
+    Without ``size`` the ``legacy`` family uses ``cfg.sizes[-1]``; the other families cycle through
+    ``cfg.sizes`` and ``cfg.views`` by seed (seed ``k``: ``sizes[k % len]``, ``views[k % len]``).
+    """
     for seed in seeds:
         rng = np.random.default_rng([int(seed), 99])
-        seq = CachedSequence(synth_config(seed, size, cfg, rng))
+        if cfg.family == "legacy":
+            sz, views = size or cfg.sizes[-1], None
+        else:
+            sz = size or cfg.sizes[int(seed) % len(cfg.sizes)]
+            views = int(cfg.views[int(seed) % len(cfg.views)]) if cfg.views else None
+        seq = CachedSequence(synth_config(seed, sz, cfg, rng, views))
         last = seq.seq.num_frames - (cfg.num_steps - 1) * stride
         for start in np.linspace(0, max(last - 1, 0), windows_per_seed).round().astype(int):
             yield int(seed), make_window(seq, int(start), stride, cfg.num_steps, cfg.num_queries, rng)

@@ -7,13 +7,25 @@ Metrics (model and trivial baselines, so the numbers mean something):
 - camera ATE: RMSE of the camera centres after a Sim(3) (Umeyama) alignment of all ``S = V*T`` centres of a
   window to the ground truth, as a percentage of the trajectory length (mean path length of one camera over
   the window) and in metres; rotation error in degrees after the alignment;
-- dynamic-mask IoU (threshold 0.5 on the sigmoid), pooled over all pixels (``mask_iou``) and averaged over
-  windows with moving pixels (``mask_iou_mean``).
+- dynamic-mask IoU (threshold 0.5), pooled over all pixels (``mask_iou``) and averaged over windows with
+  moving pixels (``mask_iou_mean``), and pixel accuracy, for the dense mask head (``head/...``, sigmoid of the
+  logits), PAGE-4D's patch mask (``page/...``, bilinearly upsampled to pixels) and, as ``model/...``, the one
+  the node publishes for this model (the Predictor's choice: the config's ``inference: {dynamic_mask}``, else
+  the head);
+- tracks (models with a track head): median end-point error in pixels of the ground-truth points visible
+  in frame 0, over the other frames where they are visible (``model/track_epe_median``), beside the static
+  baseline (the query position).
 
 Baselines: ``mean_depth`` (a constant depth), ``constant_pose`` (every camera at the origin), ``all_static``
-(no dynamic pixel) and ``all_dynamic`` masks.
+(no dynamic pixel) and ``all_dynamic`` masks, ``static_points`` tracks.
 
-CLI: ``python -m vggt4d_ros.training.evaluate --checkpoint CKPT [--model tiny] [--out metrics.json]``.
+Scene families (``--family``): ``legacy`` (the original renderer set-up, as the v1 weights were evaluated) or
+``heldout`` (:data:`vggt4d_ros.training.data.FAMILIES`: texture patterns, a moving shape and room sizes that
+training never sees, at 4:3 and 16:9, one and two cameras; :data:`HELDOUT`).
+
+CLI: ``python -m vggt4d_ros.training.evaluate --checkpoint CKPT [--model tiny] [--family heldout] [--out m.json]``;
+``--select RUN_DIR`` evaluates every ``snapshots/step-*.safetensors`` of a run and prints the best (the
+checkpoint selection of the training recipe: ``selection_score``).
 """
 
 from __future__ import annotations
@@ -27,9 +39,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..cli_util import strip_ros_args
 from ..geometry import pose_encoding_to_extri_intri
 from ..geometry.align import umeyama_checked
 from .data import EVAL_SEEDS, WindowConfig, eval_windows
+
+#: the held-out family as evaluated (and used for checkpoint selection): 16:9 and 4:3, two cameras and one
+HELDOUT = WindowConfig(family="heldout", num_views=2, views=[2, 1], sizes=[(140, 252), (182, 252)],
+                       moving_objects=(1, 4), texture_px=128, duration_s=4.0)
 
 
 def depth_errors(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] = None,
@@ -130,8 +147,8 @@ def evaluate_model(model: torch.nn.Module, data_cfg: Optional[WindowConfig] = No
     data_cfg = data_cfg or WindowConfig()
     model = model.to(device).eval()
     acc: Dict[str, List[float]] = {}
-    inter = {"model": 0, "all_static": 0, "all_dynamic": 0}
-    union = {"model": 0, "all_static": 0, "all_dynamic": 0}
+    inter = {"all_static": 0, "all_dynamic": 0}
+    union = {"all_static": 0, "all_dynamic": 0}
     n_windows = 0
 
     def add(key: str, value: float) -> None:
@@ -140,7 +157,9 @@ def evaluate_model(model: torch.nn.Module, data_cfg: Optional[WindowConfig] = No
     for seed, w in eval_windows(data_cfg, seeds, windows_per_seed, size=size, stride=stride):
         V = int(w["num_views"])
         images = w["images"][None].to(device)
-        out = model(images, num_views=V, reference_index=0)
+        has_track = getattr(model, "track_head", None) is not None
+        queries = w["query_points"][None].to(device) if has_track else None
+        out = model(images, queries, num_views=V, reference_index=0)
         H, W = images.shape[-2:]
         gt_d = w["depth_metric"].numpy()
         valid = w["valid"].numpy()
@@ -173,13 +192,32 @@ def evaluate_model(model: torch.nn.Module, data_cfg: Optional[WindowConfig] = No
         add("trajectory_length_m", length)
         # masks
         gt_m = w["dynamic_mask"].numpy() > 0.5
+        preds = {}
         if "dynamic_mask_logits" in out:
-            pm = torch.sigmoid(out["dynamic_mask_logits"][0].float()).cpu().numpy() > 0.5
+            preds["head"] = torch.sigmoid(out["dynamic_mask_logits"][0].float()).cpu().numpy() > 0.5
+        if "page_mask" in out:
+            up = torch.nn.functional.interpolate(out["page_mask"][0].float()[:, None], size=(H, W), mode="bilinear",
+                                                 align_corners=False)[:, 0]
+            preds["page"] = up.cpu().numpy() > 0.5
+        published = _published_mask(model, preds)
+        if published is not None:
+            preds["model"] = preds[published]
+        for name, pm in preds.items():
             i, u = mask_counts(pm, gt_m)
-            inter["model"] += i
-            union["model"] += u
+            inter[name] = inter.get(name, 0) + i
+            union[name] = union.get(name, 0) + u
+            add(f"{name}/mask_accuracy", float(np.mean(pm == gt_m)))
             if gt_m.any():
-                add("model/mask_iou_mean", iou(pm, gt_m))
+                add(f"{name}/mask_iou_mean", iou(pm, gt_m))
+        if "track" in out:
+            tr = out["track"][0].float().cpu().numpy()  # (S, N, 2)
+            gt_t = w["tracks"].numpy()
+            vis = (w["track_vis"].numpy() > 0.5) & w["track_valid"].numpy()[None]
+            vis[0] = False  # frame 0 holds the queries themselves
+            if vis.any():
+                add("model/track_epe_median", float(np.median(np.linalg.norm(tr - gt_t, axis=-1)[vis])))
+                add("static_points/track_epe_median",
+                    float(np.median(np.linalg.norm(gt_t[:1] - gt_t, axis=-1)[vis])))
         for name, pm in (("all_static", np.zeros_like(gt_m)), ("all_dynamic", np.ones_like(gt_m))):
             i, u = mask_counts(pm, gt_m)
             inter[name] += i
@@ -197,7 +235,36 @@ def evaluate_model(model: torch.nn.Module, data_cfg: Optional[WindowConfig] = No
     res["stride"] = stride
     res["window"] = {"num_views": data_cfg.num_views, "num_steps": data_cfg.num_steps,
                      "size_hw": list(size or data_cfg.sizes[-1])}
+    res["family"] = data_cfg.family
+    if data_cfg.family != "legacy":
+        res["window"].update(views=list(data_cfg.views), sizes_hw=[list(x) for x in data_cfg.sizes])
+    res["selection_score"] = selection_score(res)
     return res
+
+
+def _published_mask(model: torch.nn.Module, preds: Dict[str, Any]) -> Optional[str]:
+    """Which of the computed masks ("head", "page") the node publishes for this model: the model config's
+    ``inference: {dynamic_mask: ...}`` when it names an available one, else the head, else PAGE-4D's."""
+    pref = {"head": "head", "page4d": "page"}.get((getattr(model, "inference_defaults", None) or {}).get("dynamic_mask"))
+    if pref in preds:
+        return pref
+    return "head" if "head" in preds else ("page" if "page" in preds else None)
+
+
+def selection_score(res: Dict[str, Any]) -> float:
+    """One number to select checkpoints by (lower is better): each term is the model's error relative to its
+    trivial baseline (depth AbsRel / constant depth, ATE / constant pose, 1 - mask IoU, track EPE / static
+    points), averaged over the terms the result has."""
+    terms = []
+    if res.get("mean_depth/abs_rel_frame"):
+        terms.append(res["model/abs_rel_frame"] / res["mean_depth/abs_rel_frame"])
+    if res.get("constant_pose/ate_m"):
+        terms.append(res["model/ate_m"] / res["constant_pose/ate_m"])
+    if "model/mask_iou" in res:
+        terms.append(1.0 - res["model/mask_iou"])
+    if res.get("static_points/track_epe_median"):
+        terms.append(min(res["model/track_epe_median"] / res["static_points/track_epe_median"], 2.0))
+    return float(np.mean(terms)) if terms else float("nan")
 
 
 TARGETS = {"model/abs_rel_frame": ("<=", 0.15), "model/delta125_frame": (">=", 0.80),
@@ -215,26 +282,101 @@ def check_targets(res: Dict[str, Any]) -> Dict[str, bool]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="vggt4d-eval", description="Evaluate a checkpoint on held-out synthetic windows.")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--select", default=None, help="run directory: evaluate snapshots/step-*.safetensors, print the best")
+    p.add_argument("--record", action="store_true",
+                   help="write the model card metrics (legacy and held-out families, the weights' sha256 and a small "
+                        "regression evaluation that test/test_accuracy.py recomputes) to --out")
     p.add_argument("--model", default="tiny")
+    p.add_argument("--family", default="legacy", choices=["legacy", "heldout"])
     p.add_argument("--seeds", type=int, nargs="*", default=list(EVAL_SEEDS))
     p.add_argument("--windows-per-seed", type=int, default=2)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    args = p.parse_args(strip_ros_args(argv))
     torch.set_num_threads(args.threads)
     from ..model import load_checkpoint
     from ..model.configs import build_model_from_config
 
+    data_cfg = HELDOUT if args.family == "heldout" else WindowConfig()
+    if args.select:
+        return _select(args, data_cfg)
+    if not args.checkpoint:
+        p.error("--checkpoint or --select is required")
     model = build_model_from_config(args.model)
     load_checkpoint(model, args.checkpoint)
     t0 = time.time()
-    res = evaluate_model(model, WindowConfig(), args.seeds, args.windows_per_seed, args.stride)
+    if args.record:
+        res = record(model, args.checkpoint, args.model, args.seeds, args.windows_per_seed, args.stride)
+        res["eval_wall_s"] = round(time.time() - t0, 1)
+        text = json.dumps(res, indent=2)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        print(text)
+        return 0
+    res = evaluate_model(model, data_cfg, args.seeds, args.windows_per_seed, args.stride)
     res["checkpoint"] = args.checkpoint
     res["eval_wall_s"] = round(time.time() - t0, 1)
     res["targets_met"] = check_targets(res)
     text = json.dumps(res, indent=2)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+#: the regression evaluation recorded with the weights (small: recomputed by a test on every CI run)
+REGRESSION = {"family": "heldout", "seeds": [0], "windows_per_seed": 1, "stride": 2}
+REGRESSION_KEYS = ("model/abs_rel_frame", "model/ate_m", "model/rot_err_deg", "model/mask_iou", "page/mask_iou",
+                   "model/track_epe_median")
+
+
+def record(model: torch.nn.Module, checkpoint: str, model_config: str, seeds: Sequence[int],
+           windows_per_seed: int, stride: int) -> Dict[str, Any]:
+    """The model card's metrics file: the legacy family at top level (comparable with earlier cards), the
+    held-out family under ``heldout``, ``targets_met`` for both, the weights' sha256 and ``regression``."""
+    import hashlib
+
+    res = evaluate_model(model, WindowConfig(), seeds, windows_per_seed, stride)
+    res["targets_met"] = check_targets(res)
+    held = evaluate_model(model, HELDOUT, seeds, windows_per_seed, stride)
+    held["targets_met"] = check_targets(held)
+    res["heldout"] = held
+    reg = evaluate_model(model, HELDOUT, REGRESSION["seeds"], REGRESSION["windows_per_seed"], REGRESSION["stride"])
+    res["regression"] = dict(REGRESSION, metrics={k: reg[k] for k in REGRESSION_KEYS if k in reg})
+    with open(checkpoint, "rb") as f:
+        res["weights_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    res["model_config"] = model_config
+    res["checkpoint"] = checkpoint
+    res["eval_command"] = (f"python -m vggt4d_ros.training.evaluate --checkpoint {checkpoint} --model {model_config} "
+                           f"--record --out tiny-metrics.json")
+    return res
+
+
+def _select(args: argparse.Namespace, data_cfg: WindowConfig) -> int:
+    """Evaluate every snapshot of a run (and its ``last``) and report them, best (lowest score) first."""
+    from pathlib import Path
+
+    from ..model import load_checkpoint
+    from ..model.configs import build_model_from_config
+
+    run = Path(args.select)
+    cands = sorted(run.glob("snapshots/step-*.safetensors"))
+    if (run / "last" / "model.safetensors").is_file():
+        cands.append(run / "last" / "model.safetensors")
+    rows = []
+    for c in cands:
+        model = build_model_from_config(args.model)
+        load_checkpoint(model, str(c))
+        res = evaluate_model(model, data_cfg, args.seeds, args.windows_per_seed, args.stride)
+        keys = ("model/abs_rel_frame", "model/ate_pct", "model/rot_err_deg", "model/mask_iou", "model/track_epe_median")
+        rows.append(dict(checkpoint=str(c), score=res["selection_score"], **{k: res.get(k) for k in keys}))
+        print(json.dumps(rows[-1]), flush=True)
+    rows.sort(key=lambda r: r["score"])
+    text = json.dumps({"family": data_cfg.family, "seeds": list(args.seeds), "ranked": rows}, indent=2)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text + "\n")

@@ -8,8 +8,11 @@
 - Depth / points: VGGT's aleatoric regression ``c * |x - x_gt| - alpha * log(c)`` over valid pixels, plus a
   confidence-weighted image-gradient term (differences of neighbouring pixels' errors) and the plain L1
   error; the largest errors above the ``valid_range`` quantile are ignored.
-- Mask: binary cross-entropy with logits against the ground-truth dynamic mask (optionally positive-weighted,
-  moving objects are a small fraction of the pixels).
+- Mask: binary cross-entropy with logits against the ground-truth dynamic mask, plus optionally a soft-IoU
+  (Jaccard) term on the sigmoid, which targets the IoU the evaluation reports. A positive weight ``w`` in the
+  BCE moves the decision boundary: ``sigmoid(logit) > 0.5`` then means ``p(dynamic) > 1 / (1 + w)``, so the
+  node's 0.5 threshold marks too much as moving (the shipped weights had ``w = 8``: about half of each image).
+  Keep ``mask_pos_weight`` at 1 (calibrated) and let the soft-IoU term handle the class imbalance.
 - Tracks: L1 on the pixel positions of visible ground-truth tracks + BCE of the visibility logits.
 All inputs follow :func:`vggt4d_ros.training.data.make_window` (batched) and the model's output dict.
 """
@@ -41,6 +44,7 @@ class LossConfig:
     reg: float = 1.0  # weight of the plain (unweighted) L1 term inside depth / point losses
     valid_range: float = 0.98  # ignore pixels whose error is above this quantile (1: keep all)
     mask_pos_weight: float = 4.0
+    mask_iou: float = 0.0  # weight of the soft-IoU (Jaccard) term of the mask loss
     vis_weight: float = 0.05
     track_scale: float = 0.0  # 0: pixels divided by the image width; else this divisor
 
@@ -132,10 +136,23 @@ def conf_regression_loss(pred: torch.Tensor, conf: torch.Tensor, gt: torch.Tenso
     return {"conf": conf_term, "grad": grad, "l1": l1, "total": conf_term + gradient * grad + reg * l1}
 
 
-def mask_loss(logits: torch.Tensor, gt: torch.Tensor, pos_weight: float) -> torch.Tensor:
-    """BCE with logits; logits and gt (B, S, H, W)."""
+def mask_loss(logits: torch.Tensor, gt: torch.Tensor, pos_weight: float, iou_weight: float = 0.0) -> torch.Tensor:
+    """BCE with logits (+ ``iou_weight`` x soft-IoU loss per window); logits and gt (B, S, H, W)."""
     pw = torch.tensor(pos_weight, dtype=torch.float32, device=logits.device)
-    return F.binary_cross_entropy_with_logits(logits.float(), gt.float(), pos_weight=pw)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), gt.float(), pos_weight=pw)
+    if iou_weight > 0:
+        loss = loss + iou_weight * soft_iou_loss(logits, gt)
+    return loss
+
+
+def soft_iou_loss(logits: torch.Tensor, gt: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """``1 - sum(p g) / sum(p + g - p g)`` per batch item (all frames pooled), averaged; ``eps`` pixels keep
+    windows without moving pixels from dominating (their loss is the fraction of pixels marked moving)."""
+    p = torch.sigmoid(logits.float()).flatten(1)
+    g = gt.float().flatten(1)
+    inter = (p * g).sum(1)
+    union = (p + g - p * g).sum(1)
+    return (1.0 - (inter + eps) / (union + eps)).mean()
 
 
 def track_loss(track: torch.Tensor, vis: torch.Tensor, gt: torch.Tensor, gt_vis: torch.Tensor,
@@ -174,7 +191,7 @@ def multitask_loss(out: Dict[str, Any], batch: Dict[str, torch.Tensor], cfg: Los
         terms.update({"point": p["total"], "point_l1": p["l1"], "point_grad": p["grad"]})
         loss = loss + cfg.point * p["total"]
     if cfg.mask > 0 and "dynamic_mask_logits" in out:
-        m = mask_loss(out["dynamic_mask_logits"], batch["dynamic_mask"], cfg.mask_pos_weight)
+        m = mask_loss(out["dynamic_mask_logits"], batch["dynamic_mask"], cfg.mask_pos_weight, cfg.mask_iou)
         terms["mask"] = m
         loss = loss + cfg.mask * m
     if cfg.page_mask > 0 and "page_mask" in out:

@@ -86,9 +86,15 @@ def apply_trainable(model: nn.Module, patterns: Optional[Sequence[str]]) -> Dict
     """Freeze every parameter not matched by ``patterns`` (None or empty: everything trains).
 
     Returns ``{"trainable": n, "frozen": n}`` parameter counts. Raises ``ValueError`` for a pattern that
-    matches nothing (a typo would otherwise silently freeze the whole model).
+    matches nothing (a typo would otherwise silently freeze the whole model). A pattern that names a preset of
+    the model's ``trainable_patterns`` (e.g. ``"page4d_middle"``: PAGE-4D's partial fine-tune) stands for its
+    patterns; a single string is one pattern.
     """
-    patterns = [p for p in (patterns or []) if p]
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
+    preset = getattr(model, "trainable_patterns", None)
+    if callable(preset):
+        patterns = [q for p in patterns if p for q in (preset(p) or [p])]
+    patterns = [p for p in patterns if p]
     if patterns:
         names = [n for n, _ in model.named_parameters()]
         dead = [p for p in patterns if not any(matches(n, [p]) for n in names)]
@@ -193,6 +199,18 @@ class Trainer:
         os.replace(tmp, d / STATE)
         return d
 
+    def save_weights(self, path: os.PathLike) -> Path:
+        """Write the model weights alone to ``path`` (safetensors, atomically)."""
+        from safetensors.torch import save_file
+
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        tmp = p.with_name(p.name + ".tmp")
+        save_file(sd, str(tmp), metadata={"step": str(self.step)})
+        os.replace(tmp, p)
+        return p
+
     def resume(self, directory: os.PathLike) -> int:
         """Load weights and optimiser/scheduler/step from ``directory``; returns the step."""
         from safetensors.torch import load_file
@@ -212,10 +230,12 @@ class Trainer:
     def fit(self, batches: Iterator[Dict[str, torch.Tensor]], steps: int, out_dir: Optional[os.PathLike] = None,
             checkpoint_every: int = 0, log_every: int = 1, progress: bool = True,
             callback: Optional[Callable[["Trainer", Dict[str, float]], None]] = None,
-            max_wall_s: float = 0.0) -> Dict[str, float]:
+            max_wall_s: float = 0.0, snapshot_every: int = 0) -> Dict[str, float]:
         """Train until ``self.step == steps`` (or ``max_wall_s`` elapsed); JSON-lines log in ``out_dir/log.jsonl``.
 
-        Checkpoints go to ``out_dir/last`` every ``checkpoint_every`` steps and at the end.
+        Checkpoints go to ``out_dir/last`` every ``checkpoint_every`` steps and at the end; with
+        ``snapshot_every`` the weights alone are also kept as ``out_dir/snapshots/step-<N>.safetensors`` (for
+        checkpoint selection on held-out data afterwards).
         """
         log_f = None
         if out_dir is not None:
@@ -245,6 +265,8 @@ class Trainer:
                     callback(self, logs)
                 if out_dir is not None and checkpoint_every and self.step % checkpoint_every == 0:
                     self.save(Path(out_dir) / "last")
+                if out_dir is not None and snapshot_every and self.step % snapshot_every == 0:
+                    self.save_weights(Path(out_dir) / "snapshots" / f"step-{self.step:06d}.safetensors")
                 if max_wall_s and time.time() - t0 > max_wall_s:
                     break
         finally:

@@ -1,8 +1,8 @@
-"""Windowing core (no ROS): multi-camera sync, sliding windows, window chaining, track ids."""
+"""Windowing core (no ROS): multi-camera sync, sliding windows, window chaining, keypoint detection."""
 
 from .chain import ChainResult, TrackingState, WindowChainer, metric_scale_from_rig
 from .sync import CameraInfoCache, CameraStats, MultiCameraSynchronizer, SyncOutput, TimeStep
-from .tracks import TrackIdManager, TrackQueries, TrackUpdate, detect_features
+from .tracks import detect_features
 from .window import KeyframeSelector, PushResult, SlidingWindow, Window, WindowQueue
 
 __all__ = [
@@ -15,9 +15,6 @@ __all__ = [
     "SlidingWindow",
     "SyncOutput",
     "TimeStep",
-    "TrackIdManager",
-    "TrackQueries",
-    "TrackUpdate",
     "TrackingState",
     "Window",
     "WindowChainer",

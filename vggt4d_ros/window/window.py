@@ -2,6 +2,14 @@
 
 Frames inside a :class:`Window` are time-major: frame ``s = t * V + v`` is view ``v`` at step ``t``
 (the layout the model's ``[S, 3, H, W]`` input uses).
+
+Windows chain to each other through shared time steps, so a window is built against the last window the
+consumer TOOK from the queue (not the last one emitted): when the consumer keeps up, windows are the
+newest ``T`` contiguous steps (overlap ``T - stride``); when it is slower than the input and windows are
+skipped, the next window still starts with the newest steps of the last window taken (at least
+``min(2, T - stride)``, what :class:`~vggt4d_ros.window.chain.WindowChainer` needs) and fills its other
+slots with steps picked by age between that window and the newest step (always the newest, evenly spaced
+before it). So tracking chains at any input rate; the steps in between are never output.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ class Window:
         frame_stamps: (T, V) float64 per-frame stamps, NaN where a camera was missing.
         frames: length S = T*V list, time-major, None where a camera was missing.
         camera_infos: length S list (None where unknown).
+        time_steps: (T,) the :class:`TimeStep` objects (what the next window's overlap is built from).
     """
 
     window_id: int
@@ -40,6 +49,7 @@ class Window:
     frame_stamps: np.ndarray
     frames: Tuple[Any, ...]
     camera_infos: Tuple[Any, ...]
+    time_steps: Tuple[Any, ...] = ()
 
     @property
     def num_views(self) -> int:
@@ -76,10 +86,18 @@ class WindowQueue:
         self._cond = threading.Condition()
         self._closed = False
         self.skipped = 0
+        self.last_taken: Any = None  # the item the consumer took last (None after clear())
 
     def put(self, item: Any) -> int:
         """Enqueue; returns how many older items were discarded to make room."""
+        return self.put_built(lambda _last: item)[1]
+
+    def put_built(self, build: Callable[[Any], Any]) -> Tuple[Any, int]:
+        """Build an item from the last item taken (``build(last_taken)``) and enqueue it, atomically with
+        respect to :meth:`get`: an item waiting in the queue was always built against the last one taken.
+        Returns (item, number of older items discarded)."""
         with self._cond:
+            item = build(self.last_taken)
             dropped = 0
             while len(self._items) >= self.maxsize:
                 self._items.popleft()
@@ -87,19 +105,24 @@ class WindowQueue:
             self._items.append(item)
             self.skipped += dropped
             self._cond.notify()
-            return dropped
+            return item, dropped
 
     def get(self, timeout: Optional[float] = None) -> Optional[Any]:
         """Oldest waiting item, or None on timeout / when closed and empty."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._items or self._closed, timeout=timeout):
                 return None
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            self.last_taken = self._items.popleft()
+            return self.last_taken
 
     def clear(self) -> int:
+        """Drop waiting items and forget the last one taken (an input restart: nothing to chain to)."""
         with self._cond:
             n = len(self._items)
             self._items.clear()
+            self.last_taken = None
             return n
 
     def close(self) -> None:
@@ -203,7 +226,9 @@ class SlidingWindow:
         keyframe: optional :class:`KeyframeSelector`; non-keyframe steps are not added.
         jitter_threshold_s: report a step whose stamp gap to the previous one exceeds this.
 
-    Memory is bounded: T steps plus ``max_pending_windows`` windows, whatever the input rate.
+    Windows are built against the last window the consumer took (see the module docstring), so skipped
+    windows never break the chain. Memory is bounded: ``history`` steps (default 3 T), the last window
+    taken, plus ``max_pending_windows`` windows, whatever the input rate.
     """
 
     def __init__(
@@ -214,19 +239,24 @@ class SlidingWindow:
         max_pending_windows: int = 1,
         keyframe: Optional[KeyframeSelector] = None,
         jitter_threshold_s: Optional[float] = None,
+        history: Optional[int] = None,
     ) -> None:
         if num_steps < 1 or not 1 <= stride <= num_steps:
             raise ValueError("need num_steps >= 1 and 1 <= stride <= num_steps")
+        if history is not None and history < num_steps:
+            raise ValueError("history must be >= num_steps")
         self.camera_names = tuple(camera_names)
         self.num_steps = int(num_steps)
         self.stride = int(stride)
         self.keyframe = keyframe
         self.jitter_threshold_s = jitter_threshold_s
         self.queue = WindowQueue(max_pending_windows)
-        self._buf: Deque[Tuple[int, TimeStep]] = deque(maxlen=self.num_steps)
+        # Steps kept to pick a window from (newest last): the newest T, and older ones for a consumer behind.
+        self._buf: Deque[Tuple[int, TimeStep]] = deque(maxlen=int(history or 3 * self.num_steps))
         self._next_step_id = 0
         self._next_window_id = 0
         self._since_emit = 0
+        self._since_reset = 0
         self._last_stamp: Optional[float] = None
         self.windows_emitted = 0
         self.steps_pushed = 0
@@ -240,13 +270,14 @@ class SlidingWindow:
         return self.queue.skipped
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return min(len(self._buf), self.num_steps)
 
     def reset(self) -> int:
         """Forget buffered steps and waiting windows (e.g. after a bag loop). Returns windows dropped."""
         with self.lock:
             self._buf.clear()
             self._since_emit = 0
+            self._since_reset = 0
             self._last_stamp = None
             if self.keyframe is not None:
                 self.keyframe.reset()
@@ -272,21 +303,40 @@ class SlidingWindow:
             self._next_step_id += 1
             self._buf.append((res.step_id, step))
             self._since_emit += 1
+            self._since_reset += 1
             # The first window (or the first after a reset) comes when the buffer is full; later
             # ones every ``stride`` accepted steps.
-            if len(self._buf) == self.num_steps and self._since_emit >= self.stride:
-                res.window = self._build()
+            if self._since_emit >= self.stride and (self._since_reset >= self.num_steps):
+                res.window, res.skipped = self.queue.put_built(self._build)
                 self._since_emit = 0
                 self.windows_emitted += 1
-                res.skipped = self.queue.put(res.window)
             return res
 
-    def _build(self) -> Window:
+    def select(self, last: Optional[Window]) -> List[Tuple[int, TimeStep]]:
+        """The (step id, step) pairs of the next window, oldest first, given the last window taken."""
+        T = self.num_steps
+        hist = list(self._buf)
+        if last is None or not last.time_steps:
+            return hist[-T:]
+        newest_taken = last.step_ids[-1]
+        new = [(i, st) for i, st in hist if i > newest_taken]
+        keep_max = T - self.stride
+        keep = max(min(2, keep_max), min(keep_max, T - len(new)))
+        old = list(zip(last.step_ids, last.time_steps))[len(last.step_ids) - keep:] if keep > 0 else []
+        slots = T - len(old)
+        if len(new) <= slots:  # the consumer keeps up: contiguous
+            return (old + new)[-T:] if len(old) + len(new) >= T else hist[-T:]
+        n = len(new)
+        picked = sorted({n - 1 - (j * n) // slots for j in range(slots)})
+        return old + [new[k] for k in picked]
+
+    def _build(self, last: Optional[Window] = None) -> Window:
         V = len(self.camera_names)
         frames: List[Any] = []
         infos: List[Any] = []
+        sel = self.select(last)
         fst = np.full((self.num_steps, V), np.nan)
-        for t, (_, st) in enumerate(self._buf):
+        for t, (_, st) in enumerate(sel):
             for v, c in enumerate(self.camera_names):
                 frames.append(st.frames.get(c))
                 infos.append(st.camera_infos.get(c))
@@ -295,11 +345,12 @@ class SlidingWindow:
         w = Window(
             window_id=self._next_window_id,
             camera_names=self.camera_names,
-            step_ids=tuple(i for i, _ in self._buf),
-            stamps=tuple(st.stamp for _, st in self._buf),
+            step_ids=tuple(i for i, _ in sel),
+            stamps=tuple(st.stamp for _, st in sel),
             frame_stamps=fst,
             frames=tuple(frames),
             camera_infos=tuple(infos),
+            time_steps=tuple(st for _, st in sel),
         )
         self._next_window_id += 1
         return w

@@ -6,6 +6,7 @@ not read may be None.
 """
 
 from .camera_head import CameraHead
+from .dense_head import DenseHead
 from .dpt_head import DPTHead
 from .head_act import activate_head, activate_pose, inverse_log_transform
 from .track_head import TrackHead
@@ -14,6 +15,7 @@ from .track_modules import BaseTrackerPredictor
 __all__ = [
     "BaseTrackerPredictor",
     "CameraHead",
+    "DenseHead",
     "DPTHead",
     "TrackHead",
     "activate_head",

@@ -7,6 +7,7 @@ from .layer_scale import LayerScale
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 from .rope import PositionGetter, RotaryPositionEmbedding2D, grid_positions
+from .window_attention import WindowAttention, window_frame_indices
 
 __all__ = [
     "Attention",
@@ -18,5 +19,7 @@ __all__ = [
     "PatchEmbed",
     "PositionGetter",
     "RotaryPositionEmbedding2D",
+    "WindowAttention",
     "grid_positions",
+    "window_frame_indices",
 ]

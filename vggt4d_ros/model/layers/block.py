@@ -16,6 +16,9 @@ class Block(nn.Module):
     """``x + ls1(attn(norm1(x))) `` then ``x + ls2(mlp(norm2(x)))``.
 
     ``init_values`` None/0 means no LayerScale (``ls1``/``ls2`` are Identity, no parameters).
+    ``attn_class`` builds ``attn`` with :class:`Attention`'s arguments (e.g. a
+    :class:`~.window_attention.WindowAttention`, whose tokens are ``(B, S, P, dim)``: norms, MLP and
+    LayerScale act on the last dimension, so the block works on either shape).
     Shapes: ``x`` ``(B, N, dim)``, ``pos`` ``(B, N, 2)`` -> ``(B, N, dim)``.
     """
 
@@ -33,13 +36,14 @@ class Block(nn.Module):
         norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
         act_layer: Callable[..., nn.Module] = nn.GELU,
         ffn_layer: Callable[..., nn.Module] = Mlp,
+        attn_class: Callable[..., nn.Module] = Attention,
         fused_attn: bool = True,
         drop: float = 0.0,
         attn_drop: float = 0.0,
     ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(
+        self.attn = attn_class(
             dim,
             num_heads=num_heads,
             qkv_bias=qkv_bias,

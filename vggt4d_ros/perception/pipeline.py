@@ -9,7 +9,7 @@ and the ROS results are the same computation. One :class:`Pipeline` call per win
    the overlapping frames (robust Sim(3) on camera centres and static points), holding the scale;
    with two or more cameras whose extrinsics are known, the rig baselines make the scale metric; with
    one camera, a metric depth image (``"sensor_depth"`` in camera 0's frame payloads) or the known
-   camera height above the ground (:mod:`vggt4d_ros.scale`) does (``PipelineConfig.scale_source``);
+   camera height above the ground (:mod:`vggt4d_ros.perception.scale`) does (``PipelineConfig.scale_source``);
 3. every time step of the window not yet output gets a :class:`StepOutput`: per camera depth (odom
    units, NaN invalid), confidence, dynamic probability, intrinsics, points in the optical frame,
    colours, keypoints with stable ids, and the poses of the cameras and of the body in odom.
@@ -25,11 +25,14 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from vggt4d_ros.scale import ScaleEstimate, scale_from_camera_height, scale_from_sensor_depth, up_in_camera
+from vggt4d_ros.frontend.frames import Frame
+from vggt4d_ros.frontend.params import default as _default
+from vggt4d_ros.perception.keypoints import GEOMETRY_CHECKS, KeypointSet, KeypointTracker
+from vggt4d_ros.perception.scale import ScaleEstimate, scale_from_camera_height, scale_from_sensor_depth, up_in_camera
 from vggt4d_ros.window.chain import WindowChainer, metric_scale_from_rig
 
 __all__ = ["SCALE_SOURCES", "DENSE_FRAMES", "pipeline_config_from_params", "PipelineConfig", "KeypointSet", "CameraOutput", "StepOutput", "WindowResult", "Pipeline"]
@@ -48,33 +51,35 @@ DENSE_FRAMES = ("needed", "all")
 
 @dataclass
 class PipelineConfig:
+    """Defaults are the node parameter table's (:mod:`vggt4d_ros.frontend.params`), named in the comments."""
+
     cameras: List[str]
-    model_config: str = "tiny"
-    checkpoint: Optional[str] = None
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False  # torch.compile the model for the fixed window shape (eager fallback on failure)
-    target_width: int = 518
-    resize_mode: str = "crop"
-    layout: Optional[str] = None
-    num_steps: int = 4
-    reference: str = "first"  # "first" or "newest" (of camera 0)
-    backend: str = "torch"  # "torch" or "onnxruntime" (an exported model, vggt4d-export)
-    onnx_path: str = ""
-    keypoints_max: int = 64
-    keypoints_geometry_check: str = "off"  # "off", "reject", "correct" (keypoints.GEOMETRY_CHECKS); the node: "correct"
-    keypoints_max_reprojection_px: float = 8.0  # static track observations further from geometry fail the check
-    use_camera_info_intrinsics: bool = False
-    scale_source: str = "auto"  # one of SCALE_SOURCES
-    camera_height_m: float = 0.0  # camera 0's optical centre above the ground (0 = unknown)
-    scale_depth_min_m: float = 0.1  # sensor depth range gate (metres)
-    scale_depth_max_m: float = 10.0
+    model_config: str = _default("model.config")
+    checkpoint: Optional[str] = None  # model.checkpoint ("" -> None)
+    device: str = _default("model.device")
+    precision: str = _default("model.precision")
+    compile: bool = _default("model.compile")  # torch.compile for the fixed window shape (eager fallback)
+    target_width: int = _default("model.target_width")
+    resize_mode: str = _default("model.resize_mode")
+    layout: Optional[str] = None  # model.layout ("" -> None)
+    num_steps: int = _default("window.num_steps")
+    reference: str = _default("window.reference")  # "first" or "newest" (of camera 0)
+    backend: str = _default("model.backend")  # "torch" or "onnxruntime" (an exported model, vggt4d-export)
+    onnx_path: str = _default("model.onnx_path")
+    keypoints_max: int = _default("keypoints.max_count")
+    keypoints_geometry_check: str = _default("keypoints.geometry_check")  # keypoints.GEOMETRY_CHECKS
+    keypoints_max_reprojection_px: float = _default("keypoints.max_reprojection_px")
+    use_camera_info_intrinsics: bool = _default("model.use_camera_info_intrinsics")
+    scale_source: str = _default("scale.source")  # one of SCALE_SOURCES
+    camera_height_m: float = _default("scale.camera_height_m")  # camera 0's optical centre above the ground
+    scale_depth_min_m: float = _default("scale.depth_min_m")  # sensor depth range gate (metres)
+    scale_depth_max_m: float = _default("scale.depth_max_m")
     metric_scale: Optional[str] = None  # deprecated alias: "auto" -> scale_source "auto", "none" -> "none"
     chain_points_grid: int = 24  # pixels per side of the fixed sample used to chain windows
-    mask_threshold: float = 0.5
+    mask_threshold: float = _default("mask.threshold")
     # "needed": dense heads and post-processing only for the frames a window's outputs, chain fit, keypoint
     # check and scale need (Pipeline._dense_frames); "all": every frame of every window.
-    dense_frames: str = "needed"
+    dense_frames: str = _default("model.dense_frames")
 
     def __post_init__(self) -> None:
         if self.metric_scale is not None:
@@ -84,8 +89,6 @@ class PipelineConfig:
             self.metric_scale = None
         if self.scale_source not in SCALE_SOURCES:
             raise ValueError(f"scale_source must be one of {list(SCALE_SOURCES)}, got {self.scale_source!r}")
-        from vggt4d_ros.keypoints import GEOMETRY_CHECKS
-
         if self.keypoints_geometry_check not in GEOMETRY_CHECKS:
             raise ValueError(f"keypoints_geometry_check must be one of {list(GEOMETRY_CHECKS)}, "
                              f"got {self.keypoints_geometry_check!r}")
@@ -93,17 +96,6 @@ class PipelineConfig:
             raise ValueError(f"dense_frames must be one of {list(DENSE_FRAMES)}, got {self.dense_frames!r}")
         if not self.keypoints_max_reprojection_px > 0:
             raise ValueError(f"keypoints_max_reprojection_px must be > 0, got {self.keypoints_max_reprojection_px!r}")
-
-
-@dataclass
-class KeypointSet:
-    ids: np.ndarray  # (N,) uint64
-    uv: np.ndarray  # (N, 2) float32 input pixels
-    conf: np.ndarray  # (N,) float32
-    visible: np.ndarray  # (N,) bool
-    age: np.ndarray  # (N,) uint32
-    xyz: np.ndarray  # (N, 3) float32 optical frame, NaN unknown
-    reprojection_px: Optional[np.ndarray] = None  # (N,) float32 geometric check error, NaN not checked
 
 
 @dataclass
@@ -156,11 +148,15 @@ class WindowResult:
     # This window's own measurement (metres per model unit) and why it is missing (NaN / reason).
     scale_measured: float = float("nan")
     scale_note: str = ""
+    # Where the outputs' dynamic masks came from (the predictor's "head", "page4d", "geometric", "none") and
+    # the keypoints ("track_head", "geometric": static points projected without a track head, "none").
+    mask_source: str = "none"
+    keypoint_source: str = "none"
 
 
 #: ``model.checkpoint`` value that asks for seeded random weights (tests and benchmarks only).
 RANDOM_INIT = "random-init"
-EMBEDDED_DIR = Path(__file__).resolve().parent / "resources" / "models"
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 
 
 def resolve_checkpoint(model_config: str, checkpoint: Optional[str]) -> Optional[str]:
@@ -184,26 +180,25 @@ def resolve_checkpoint(model_config: str, checkpoint: Optional[str]) -> Optional
         f"(or {RANDOM_INIT!r} for random weights)")
 
 
-def pipeline_config_from_params(params: Dict[str, Any]) -> PipelineConfig:
-    """The :class:`PipelineConfig` for node parameters (dotted names, as declared in ros/params.py)."""
+def pipeline_config_from_params(params: Mapping[str, Any]) -> PipelineConfig:
+    """The :class:`PipelineConfig` for node parameters (dotted names, as declared in frontend/params.py; a
+    :class:`~vggt4d_ros.frontend.Config` or a complete dict)."""
     return PipelineConfig(
         cameras=list(params["cameras"]), model_config=str(params["model.config"]),
         checkpoint=str(params["model.checkpoint"]) or None, device=str(params["model.device"]),
-        precision=str(params["model.precision"]), compile=bool(params.get("model.compile", False)),
+        precision=str(params["model.precision"]), compile=bool(params["model.compile"]),
         target_width=int(params["model.target_width"]),
         resize_mode=str(params["model.resize_mode"]), layout=str(params["model.layout"]) or None,
         num_steps=int(params["window.num_steps"]), reference=str(params["window.reference"]),
         keypoints_max=int(params["keypoints.max_count"]),
-        keypoints_geometry_check=str(params.get("keypoints.geometry_check", "correct")),
-        keypoints_max_reprojection_px=float(params.get("keypoints.max_reprojection_px", 8.0)),
+        keypoints_geometry_check=str(params["keypoints.geometry_check"]),
+        keypoints_max_reprojection_px=float(params["keypoints.max_reprojection_px"]),
         use_camera_info_intrinsics=bool(params["model.use_camera_info_intrinsics"]),
         mask_threshold=float(params["mask.threshold"]),
-        scale_source=str(params.get("scale.source", "auto")),
-        camera_height_m=float(params.get("scale.camera_height_m", 0.0)),
-        scale_depth_min_m=float(params.get("scale.depth_min_m", 0.1)),
-        scale_depth_max_m=float(params.get("scale.depth_max_m", 10.0)),
-        backend=str(params.get("model.backend", "torch")), onnx_path=str(params.get("model.onnx_path", "")),
-        dense_frames=str(params.get("model.dense_frames", "needed")))
+        scale_source=str(params["scale.source"]), camera_height_m=float(params["scale.camera_height_m"]),
+        scale_depth_min_m=float(params["scale.depth_min_m"]), scale_depth_max_m=float(params["scale.depth_max_m"]),
+        backend=str(params["model.backend"]), onnx_path=str(params["model.onnx_path"]),
+        dense_frames=str(params["model.dense_frames"]))
 
 
 def _resolve_device(device: str) -> str:
@@ -310,9 +305,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ main
     def process(self, win: Any, T_base_cam: Optional[Dict[str, np.ndarray]] = None) -> WindowResult:
-        """Run one :class:`vggt4d_ros.window.window.Window` whose frame payloads are dicts with ``rgb``
-        (H, W, 3) uint8, ``stamp`` (opaque), ``stamp_ns`` (int), ``frame_id`` and ``info`` (CameraInfo-like
-        with ``k`` or None)."""
+        """Run one :class:`vggt4d_ros.window.window.Window` of :class:`~vggt4d_ros.frontend.frames.Frame`
+        (or mappings with the same keys, for windows built by hand) and None for missing cameras."""
         t_start = time.perf_counter()
         T_base_cam = dict(T_base_cam or {})
         T = win.num_steps
@@ -324,7 +318,8 @@ class Pipeline:
             raise ValueError(f"camera {win.camera_names[0]} (the trajectory reference) has no frame in this window")
         cams = [win.camera_names[v] for v in keep]
         V = len(cams)
-        frames = [win.frames[t * V_all + v] for t in range(T) for v in keep]
+        frames = [None if win.frames[t * V_all + v] is None else Frame.of(win.frames[t * V_all + v])
+                  for t in range(T) for v in keep]
         present = [f is not None for f in frames]
         # A camera missing at some step: reuse its nearest frame in the window so the grid stays full;
         # the substitute is never output.
@@ -335,10 +330,10 @@ class Pipeline:
                 if frames[s] is None:
                     frames[s] = frames[min(idx, key=lambda j: abs(j - s))]
         sub = SimpleNamespace(num_views=V, num_steps=T, step_ids=win.step_ids, frames=frames, camera_names=cams)
-        rgbs = [f["rgb"] for f in frames]
+        rgbs = [f.rgb for f in frames]
         intr = None
-        if self.cfg.use_camera_info_intrinsics and all(f.get("info") is not None for f in frames):
-            intr = np.stack([np.asarray(f["info"].k, dtype=np.float64).reshape(3, 3) for f in frames])
+        if self.cfg.use_camera_info_intrinsics and all(f.info is not None for f in frames):
+            intr = np.stack([np.asarray(f.info.k, dtype=np.float64).reshape(3, 3) for f in frames])
         ref = ("first",) if self.cfg.reference == "first" else ("newest", 0)
 
         if self._reset_reason is not None and self._chainer is not None:
@@ -358,7 +353,7 @@ class Pipeline:
         kw = {}
         if getattr(self.predictor, "supports_frame_keys", True) and self.cfg.backend == "torch":
             # Patch embeddings depend on the frame only: overlapping windows embed just their new frames.
-            kw["frame_keys"] = [(cams[s % V], int(frames[s]["stamp_ns"])) for s in range(len(frames))]
+            kw["frame_keys"] = [(cams[s % V], int(frames[s].stamp_ns)) for s in range(len(frames))]
         if dense is not None:
             kw["dense_frames"] = dense
         pred = self.predictor.predict(rgbs, num_views=V, intrinsics=intr, query_points=queries, reference=ref,
@@ -408,12 +403,12 @@ class Pipeline:
                 f = frames[s]
                 depth = (fp.depth * scale).astype(np.float32)
                 outs[c] = CameraOutput(
-                    name=c, frame_id=f["frame_id"], stamp=f["stamp"], stamp_ns=int(f["stamp_ns"]), depth=depth,
+                    name=c, frame_id=f.frame_id, stamp=f.stamp, stamp_ns=int(f.stamp_ns), depth=depth,
                     confidence=fp.depth_conf.astype(np.float32),
                     dynamic=(fp.dynamic_mask if fp.dynamic_mask is not None
                              else np.zeros(depth.shape, np.float32)).astype(np.float32),
                     K=np.asarray(fp.intrinsics, dtype=np.float64), points_cam=unproject_depth(depth, fp.intrinsics),
-                    rgb=f["rgb"], keypoints=kp_by_frame.get(s))
+                    rgb=f.rgb, keypoints=kp_by_frame.get(s))
             if not outs:
                 continue
             first = outs[cams[0]] if cams[0] in outs else next(iter(outs.values()))
@@ -430,19 +425,21 @@ class Pipeline:
         if new_t:
             self._last_step_id = int(win.step_ids[new_t[-1]])
         self._window_index += 1
-        start = next(f["stamp"] for f in frames[:V])
-        end = next(f["stamp"] for f in frames[(T - 1) * V:])
+        start = next(f.stamp for f in frames[:V])
+        end = next(f.stamp for f in frames[(T - 1) * V:])
         return WindowResult(
             window_index=self._window_index, steps=steps, num_views=V, num_steps=T, window_start=start,
             window_end=end, tracking_state=int(chain.state), scale=scale, scale_is_metric=bool(chain.scale_is_metric),
             chain_inlier_ratio=float(chain.inlier_ratio) if np.isfinite(chain.inlier_ratio) else 0.0,
             inference_s=inference_s, total_s=time.perf_counter() - t_start, message=chain.message,
             timing_ms=dict(pred.timing_ms), scale_source=self._scale_source, scale_measured=float(est.scale),
-            scale_note=est.reason if src != "none" else "")
+            scale_note=est.reason if src != "none" else "", mask_source=str(pred.dynamic_mask_source),
+            keypoint_source=("none" if not any(len(k.ids) for k in kp_by_frame.values()) else
+                             "track_head" if pred.frames[0].tracks is not None else "geometric"))
 
     # ------------------------------------------------------------------ helpers
     def _scale_candidates(self, V: int, cams: List[str], T_base_cam: Dict[str, np.ndarray],
-                          frames: List[Dict[str, Any]]) -> List[str]:
+                          frames: List[Frame]) -> List[str]:
         """The metric scale sources to try for this window, in order (see :data:`SCALE_SOURCES`)."""
         src = self.cfg.scale_source
         if src == "none":
@@ -452,13 +449,13 @@ class Pipeline:
         out = []
         if V >= 2 and all(c in T_base_cam for c in cams):
             out.append("rig")
-        if any(f.get("sensor_depth") is not None for f in frames[::V]):
+        if any(f.sensor_depth is not None for f in frames[::V]):
             out.append("depth")
         if self.cfg.camera_height_m > 0:
             out.append("camera_height")
         return out
 
-    def _measure_scale(self, E: np.ndarray, pred: Any, frames: List[Dict[str, Any]], present: List[bool],
+    def _measure_scale(self, E: np.ndarray, pred: Any, frames: List[Frame], present: List[bool],
                        cams: List[str], T_base_cam: Dict[str, np.ndarray]):
         """This window's metric scale: (source, :class:`ScaleEstimate`), the first candidate that fits.
 
@@ -482,7 +479,7 @@ class Pipeline:
                 est = ScaleEstimate(m, V * T, T, reason="" if np.isfinite(m) and m > 0 else "rig: degenerate baselines")
             elif src == "depth":
                 est = scale_from_sensor_depth([pred.frames[s].depth for s in idx],
-                                              [frames[s].get("sensor_depth") for s in idx],
+                                              [frames[s].sensor_depth for s in idx],
                                               min_depth_m=self.cfg.scale_depth_min_m,
                                               max_depth_m=self.cfg.scale_depth_max_m)
             elif src == "camera_height":
@@ -495,7 +492,7 @@ class Pipeline:
         return tried, est
 
     def _dense_frames(self, step_ids, V: int, new_t: List[int], present: List[bool], keypoints: bool,
-                      scale_sources: List[str], frames: List[Dict[str, Any]]) -> Optional[List[int]]:
+                      scale_sources: List[str], frames: List[Frame]) -> Optional[List[int]]:
         """Window frames (``s = t * V + v``) that need dense outputs, or None for every frame.
 
         ``"needed"``: every present frame of the steps that may be output (``new_t``); camera 0 at the newest
@@ -517,7 +514,7 @@ class Pipeline:
         if keypoints:
             need.add(0)
         if "depth" in scale_sources:
-            need.update(t * V for t in range(T) if present[t * V] and frames[t * V].get("sensor_depth") is not None)
+            need.update(t * V for t in range(T) if present[t * V] and frames[t * V].sensor_depth is not None)
         if "camera_height" in scale_sources:
             last = [t for t in range(T) if present[t * V]]
             if last:
@@ -553,8 +550,6 @@ class Pipeline:
     def _track_queries(self, win, ref) -> Optional[np.ndarray]:
         if self.cfg.keypoints_max <= 0:
             return None
-        from vggt4d_ros.keypoints import KeypointTracker
-
         if self._tracks is None:
             self._tracks = KeypointTracker(max_count=self.cfg.keypoints_max)
         # Every window: the check follows the config (mask.threshold is a live parameter).

@@ -23,16 +23,31 @@ Bounded: live tracks <= ``max_count``; positions are kept for the steps of the l
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vggt4d_ros.frontend.frames import Frame
 from vggt4d_ros.window.tracks import detect_features
 
-__all__ = ["GEOMETRY_CHECKS", "KeypointTracker", "static_projection"]
+__all__ = ["GEOMETRY_CHECKS", "KeypointSet", "KeypointTracker", "static_projection"]
 
 #: Values of ``KeypointTracker(geometry_check=...)`` / the node's ``keypoints.geometry_check``.
 GEOMETRY_CHECKS = ("off", "reject", "correct")
+
+
+@dataclass
+class KeypointSet:
+    """One frame's tracked keypoints (what the pipeline outputs per camera)."""
+
+    ids: np.ndarray  # (N,) uint64
+    uv: np.ndarray  # (N, 2) float32 input pixels
+    conf: np.ndarray  # (N,) float32
+    visible: np.ndarray  # (N,) bool
+    age: np.ndarray  # (N,) uint32
+    xyz: np.ndarray  # (N, 3) float32 optical frame, NaN unknown
+    reprojection_px: Optional[np.ndarray] = None  # (N,) float32 geometric check error, NaN not checked
 
 
 def static_projection(frames: Sequence[Any], queries: np.ndarray, ref_index: int = 0
@@ -152,7 +167,7 @@ class KeypointTracker:
         frame = win.frames[0]
         if frame is None:
             return None
-        img = frame["rgb"]
+        img = Frame.of(frame).rgb
         need = self.max_count - len(pts)
         if need > 0:
             new = detect_features(img, need, pts if len(pts) else None, self.min_distance, 0.01, self.border)
@@ -194,7 +209,6 @@ class KeypointTracker:
     def update(self, pred: Any, win: Any, ref: Tuple, new_t: List[int], scale: float = 1.0
                ) -> Dict[int, "Any"]:
         """Apply the window's track predictions; returns ``{frame index s: KeypointSet}`` for new steps."""
-        from vggt4d_ros.pipeline import KeypointSet
 
         V, T = win.num_views, win.num_steps
         S = V * T

@@ -2,7 +2,7 @@
 """Issue 8 evaluation: metric scale from the rig, known intrinsics, the static map, persistent keypoint ids.
 
 Each feature on and off, on the same held-out synthetic sequences (seeds 0..9 are never used for
-training), in the same run, through :class:`vggt4d_ros.pipeline.Pipeline` directly (offline, no ROS),
+training), in the same run, through :class:`vggt4d_ros.perception.pipeline.Pipeline` directly (offline, no ROS),
 with the embedded tiny model on the CPU. Sequences: 2 cameras (0.3 m baseline), moving objects, 252x140
 (the tiny model's grid, so predictions and ground truth share pixels), 10 Hz; windows of T steps every
 ``stride`` steps (the node's sliding window).
@@ -49,8 +49,8 @@ published as visible only), and the geometric check's counts (static observation
 
 Usage::
 
-    python bench/issue8_eval.py                       # seeds 0 1 2, 3 s each, prints JSON + the table
-    python bench/issue8_eval.py --save bench/results/issue8-tiny-cpu.json --doc docs/scale-and-map.md README.md
+    python bench/scale_map_eval.py                       # seeds 0 1 2, 3 s each, prints JSON + the table
+    python bench/scale_map_eval.py --save bench/results/scale-map-tiny-cpu-amd-epyc-2c.json --doc docs/scale-and-map.md README.md
 """
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-TABLE_BEGIN = "<!-- issue8-table:begin (written by bench/issue8_eval.py) -->"
-TABLE_END = "<!-- issue8-table:end -->"
+TABLE_BEGIN = "<!-- scale-map-table:begin (written by bench/scale_map_eval.py) -->"
+TABLE_END = "<!-- scale-map-table:end -->"
 
 RUNS = {
     "base": dict(scale_source="auto", use_camera_info_intrinsics=False, carry=True),
@@ -120,7 +120,7 @@ def baseline_ratio(T_a: np.ndarray, T_b: np.ndarray, known_baseline: float) -> f
 def point_error(points_cam: np.ndarray, depth_gt: np.ndarray, K_gt: np.ndarray) -> float:
     """Mean 3D error of predicted optical-frame points (H, W, 3) against the ground truth (unprojected
     ``depth_gt`` with ``K_gt``), after one median depth scale, relative to the true depth."""
-    from vggt4d_ros.pipeline import unproject_depth
+    from vggt4d_ros.perception.pipeline import unproject_depth
 
     g = unproject_depth(np.asarray(depth_gt, np.float32), K_gt).astype(np.float64)
     p = np.asarray(points_cam, np.float64)
@@ -200,14 +200,16 @@ class CachedPredictor:
         self.seconds: List[float] = []
 
     def predict(self, images, num_views, intrinsics=None, query_points=None, reference=("first",),
-                time_index=None):
+                time_index=None, **options):
+        """``options``: the Predictor's other keywords (``dense_frames``, ...), part of the request's key."""
         key = (tuple(time_index or ()), None if intrinsics is None else np.asarray(intrinsics).tobytes(),
-               None if query_points is None else np.asarray(query_points).tobytes(), tuple(reference))
+               None if query_points is None else np.asarray(query_points).tobytes(), tuple(reference),
+               repr(sorted(options.items())))
         if key not in self.cache:
             t0 = time.perf_counter()
             self.cache[key] = self.inner.predict(images, num_views=num_views, intrinsics=intrinsics,
                                                  query_points=query_points, reference=reference,
-                                                 time_index=time_index)
+                                                 time_index=time_index, **options)
             self.seconds.append(time.perf_counter() - t0)
             self.calls += 1
         return self.cache[key]
@@ -235,8 +237,8 @@ def make_windows(seq, frames, num_steps: int, stride: int, cams: Optional[Sequen
 def run_sequence(seq, frames, predictor, run: Dict[str, Any], args) -> Dict[str, Any]:
     """One configuration on one sequence: trajectory, scale, depth, intrinsics, map (base only), keypoints."""
     from vggt4d_ros.eval.metrics import DepthAccumulator, TrackAccumulator, trajectory_metrics
-    from vggt4d_ros.mapping import VoxelMap, static_points
-    from vggt4d_ros.pipeline import Pipeline, PipelineConfig
+    from vggt4d_ros.perception.mapping import VoxelMap, static_points
+    from vggt4d_ros.perception.pipeline import Pipeline, PipelineConfig
 
     cams = list(run.get("cameras") or seq.camera_names)
     cfg = PipelineConfig(cameras=cams, model_config="tiny", device="cpu", target_width=args.width,
@@ -502,14 +504,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--save", type=Path, default=None, help="write the JSON here")
     ap.add_argument("--doc", type=Path, nargs="+", default=[],
-                    help="Markdown files whose table (between the issue8-table markers) is replaced")
+                    help="Markdown files whose table (between the scale-map-table markers) is replaced")
     args = ap.parse_args(argv)
 
     import torch
 
     from vggt4d_ros.data.synth import SynthConfig, SynthSequence
     from vggt4d_ros.inference.predictor import Predictor
-    from vggt4d_ros.pipeline import resolve_checkpoint
+    from vggt4d_ros.perception.pipeline import resolve_checkpoint
     from vggt4d_ros.training.data import EVAL_SEEDS
 
     if args.threads > 0:
@@ -582,7 +584,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
         per_seed.append(entry)
     doc = {
-        "benchmark": "issue8_eval",
+        "benchmark": "scale_map_eval",
         "machine": {"cpu_cores": __import__("os").cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "model": "tiny (embedded checkpoint)",

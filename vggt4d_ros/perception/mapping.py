@@ -20,7 +20,7 @@ the robot. Voxels observed by the current insertion are evicted last.
 
 :func:`static_points` turns one camera's pipeline output (points in the optical frame, colours,
 dynamic probability, confidence) into odom-frame points with dynamic and low-confidence pixels removed;
-:meth:`VoxelMap.insert_step` does that for every camera of a :class:`~vggt4d_ros.pipeline.StepOutput`.
+:meth:`VoxelMap.insert_step` does that for every camera of a :class:`~vggt4d_ros.perception.pipeline.StepOutput`.
 
 Files: :meth:`VoxelMap.save_ply` (binary little-endian PLY, ``x y z`` float32 + ``red green blue``
 uchar) and :meth:`VoxelMap.save_pcd` (PCD v0.7 binary, ``x y z rgb``, colour packed as PCL does:
@@ -186,7 +186,7 @@ class VoxelMap:
 
     def insert_step(self, step: Any, mask_threshold: float = 0.5, min_confidence: float = 0.0,
                     decimation: int = 1, drop_dynamic: bool = True) -> int:
-        """Insert every camera of a :class:`~vggt4d_ros.pipeline.StepOutput` (``cameras[name]`` with
+        """Insert every camera of a :class:`~vggt4d_ros.perception.pipeline.StepOutput` (``cameras[name]`` with
         ``points_cam``, ``rgb``, ``dynamic``, ``confidence``; ``T_odom_cam[name]``); see :func:`static_points`.
         Returns the number of points inserted."""
         n = 0

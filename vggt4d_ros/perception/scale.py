@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -276,7 +276,7 @@ def scale_from_camera_height(
 
     Args:
         points_cam: per frame (H, W, 3) predicted points of the camera in its optical frame (model units,
-            NaN invalid), e.g. :func:`vggt4d_ros.pipeline.unproject_depth` of the predicted depth.
+            NaN invalid), e.g. :func:`vggt4d_ros.perception.pipeline.unproject_depth` of the predicted depth.
         up_cam: (3,) unit "up" in the camera's optical frame (:func:`up_in_camera`); the camera is assumed
             rigidly mounted on a body that stays near level (a ground robot).
         camera_height_m: height of the optical centre above the ground (metres, > 0).
@@ -321,17 +321,16 @@ def scale_from_camera_height(
 class SensorDepthMatcher:
     """Attaches depth images to camera frame payloads by stamp, whichever arrives first.
 
-    A frame payload (a dict with ``stamp_ns``) gets ``payload[key] = depth`` from the depth image nearest in
-    stamp within ``tolerance_s``; a depth image arriving after its frame (a driver's alignment takes time)
+    A frame (:class:`~vggt4d_ros.frontend.frames.Frame`, or any object with ``stamp_ns`` and a ``sensor_depth``
+    attribute) gets ``frame.sensor_depth = depth`` from the depth image nearest in stamp within ``tolerance_s``; a depth image arriving after its frame (a driver's alignment takes time)
     still reaches it while the frame is among the last ``max_items`` frames, and replaces a farther one.
     Bounded: the last ``max_items`` depth images and frames. Thread-safe (callbacks of several threads).
     """
 
-    def __init__(self, tolerance_s: float = 0.02, max_items: int = 15, key: str = "sensor_depth") -> None:
+    def __init__(self, tolerance_s: float = 0.02, max_items: int = 15) -> None:
         self.tolerance_ns = int(round(float(tolerance_s) * 1e9))
-        self.key = key
         self._depths: deque = deque(maxlen=int(max_items))  # (stamp_ns, (H, W) float32 metres)
-        self._frames: deque = deque(maxlen=int(max_items))  # [stamp_ns, payload, |dt| of the attached depth]
+        self._frames: deque = deque(maxlen=int(max_items))  # [stamp_ns, frame, |dt| of the attached depth]
         self._lock = threading.Lock()
         self.attached = 0  # frames that received a depth image (counted once each)
 
@@ -340,12 +339,12 @@ class SensorDepthMatcher:
         if dt <= self.tolerance_ns and dt < entry[2]:
             if entry[2] > self.tolerance_ns:
                 self.attached += 1
-            entry[1][self.key] = depth
+            entry[1].sensor_depth = depth
             entry[2] = dt
 
-    def add_frame(self, payload: Dict[str, Any]) -> bool:
-        """Attach the nearest buffered depth image to ``payload`` (when within tolerance); True if attached."""
-        entry = [int(payload["stamp_ns"]), payload, self.tolerance_ns + 1]
+    def add_frame(self, frame: Any) -> bool:
+        """Attach the nearest buffered depth image to ``frame`` (when within tolerance); True if attached."""
+        entry = [int(frame.stamp_ns), frame, self.tolerance_ns + 1]
         with self._lock:
             for stamp, depth in self._depths:
                 self._attach(entry, stamp, depth)
