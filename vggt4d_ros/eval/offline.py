@@ -242,6 +242,8 @@ def run_offline(bag: Path, params: Dict[str, Any], cams: CameraTopics, out: Outp
                         break
         except KeyboardInterrupt:  # a second Ctrl-C, or Ctrl-C off the main thread
             stats.interrupted = True
+        if not stats.interrupted:
+            fe.flush()  # a last step still waiting for its depth image
     stats.wall_s = time.perf_counter() - t_start
     c = fe.counters
     stats.steps_in = c["steps_in"]

@@ -6,7 +6,8 @@ replay (:mod:`vggt4d_ros.eval.offline`, from a bag in log order, taking each win
 It owns, in this order on the way in:
 
 - CameraInfo caching (absurd intrinsics rejected) and images waiting for their camera's first CameraInfo;
-- size checks against the CameraInfo, the depth-topic matcher (``scale.depth_topic`` -> ``Frame.sensor_depth``);
+- size checks against the CameraInfo, the depth-topic matcher (``scale.depth_topic`` -> ``Frame.sensor_depth``)
+  and the hold of a time step whose first-camera image waits for its depth image (``scale.depth_wait_s``);
 - multi-camera sync (:class:`~vggt4d_ros.window.sync.MultiCameraSynchronizer`), time-jump and bag-loop resets;
 - the sliding window (:class:`~vggt4d_ros.window.window.SlidingWindow`, latest-wins slot, windows chained to
   the last one taken) and the per-step status order (:class:`~vggt4d_ros.window.status.StatusSequencer`):
@@ -131,6 +132,8 @@ class FrontEnd:
         self._started_at = clock()
         self._last_image: Dict[str, float] = {}
         self._extrinsics_warned = False
+        #: a time step waiting for its first-camera depth image: (step, clock time it was held)
+        self._held: Optional[Tuple[TimeStep, float]] = None
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -168,6 +171,8 @@ class FrontEnd:
         """``scale.depth_topic``: (H, W) float32 metres (NaN invalid), paired with camera 0's image by stamp."""
         if self.depth is not None:
             self.depth.add_depth(int(stamp_ns), depth)
+            if self._held is not None and self._ref_frame(self._held[0]).sensor_depth is not None:
+                self.release()
 
     def tf_static(self, transforms: Iterable[Tuple[str, str, np.ndarray]]) -> None:
         """(child, parent, (4, 4) T_parent_child) from /tf_static."""
@@ -201,8 +206,23 @@ class FrontEnd:
         for step in out.steps:
             self._on_step(step)
 
+    def release(self, now: Optional[float] = None) -> bool:
+        """Let a held time step into the window: always when ``now`` is None (its depth came, a newer step came,
+        the input ends), else when it has waited ``scale.depth_wait_s`` (the node's timer). True if released."""
+        held = self._held
+        if held is None or (now is not None and now - held[1] < float(self._cfg["scale.depth_wait_s"])):
+            return False
+        self._held = None
+        self._push(held[0])
+        return True
+
+    def flush(self) -> None:
+        """The input ended (end of a bag): a step still waiting for its depth image goes on without it."""
+        self.release()
+
     def reset(self, reason: str) -> None:
         """Input discontinuity: window and tracking restart (odom stays continuous)."""
+        self.release()  # the held step belongs to the input before the discontinuity
         self.counters["resets"] += 1
         self.log("warn", f"input reset ({reason}): window and tracking restart")
         with self.status.lock:
@@ -225,6 +245,14 @@ class FrontEnd:
                 self.log("warn", f"{gap:.3f} s between time steps (window.max_gap_s {self._cfg['window.max_gap_s']})")
         self._last_step_ns = stamp_ns
         self.counters["steps_in"] += 1
+        self.release()  # the step before, if it still waits for its depth image: in order, without it
+        if (self.depth is not None and float(self._cfg["scale.depth_wait_s"]) > 0
+                and self._ref_frame(step).camera == self.cameras[0] and self._ref_frame(step).sensor_depth is None):
+            self._held = (step, self.clock())  # one at a time: bounded
+            return
+        self._push(step)
+
+    def _push(self, step: TimeStep) -> None:
         # Queueing and its status bookkeeping are one step for the worker (see StatusSequencer).
         with self.status.lock:
             res = self.window.push(step)

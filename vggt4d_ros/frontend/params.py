@@ -123,6 +123,10 @@ NODE_PARAMS: List[Param] = [
           "data. Empty = not subscribed."),
     Param("scale.depth_sync_tolerance_s", 0.02, "A depth image is attached to the first camera's image whose "
           "stamp is within this.", range=(0.0, 1.0), unit="s"),
+    Param("scale.depth_wait_s", 0.1, "Live: how long a time step whose first-camera image has no depth image yet "
+          "waits for it before it enters the window without one (the depth of a driver's alignment often comes "
+          "after its colour image). A replay waits until the depth image or the next time step, so offline and "
+          "through-ROS runs see the same depth. 0 = never wait.", range=(0.0, 1.0), unit="s"),
     Param("scale.depth_min_m", 0.1, "Sensor depth below this is ignored by the depth scale source.",
           range=(0.0, 100.0), unit="m"),
     Param("scale.depth_max_m", 10.0, "Sensor depth above this is ignored by the depth scale source.",

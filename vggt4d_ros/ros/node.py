@@ -166,6 +166,10 @@ class Vggt4dNode(LifecycleNode):
         self._timers = [self.create_timer(float(self._cfg["diagnostics_period_s"]), self._publish_diagnostics),
                         self.create_timer(float(self._cfg["map.publish_period_s"]),
                                           lambda: self._map is not None and self._map.publish())]
+        wait = float(self._cfg["scale.depth_wait_s"])
+        if str(self._cfg["scale.depth_topic"]) and wait > 0:  # a step held for its depth image goes on after wait
+            fe = self.frontend
+            self._timers.append(self.create_timer(max(0.005, wait / 4), lambda: fe.release(now=fe.clock())))
         self.get_logger().info("activated")
         return super().on_activate(state)
 
