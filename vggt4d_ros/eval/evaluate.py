@@ -80,6 +80,19 @@ def _track_geometry(bag: Path, gt: Any, cams: Any, names: Sequence[str]) -> Dict
     return out
 
 
+def _tracking_states(outputs: Path, topic: str, topics: Mapping[str, str]) -> Dict[str, int]:
+    """How many window results (statuses with time steps) reported each tracking state."""
+    from vggt4d_ros.window.chain import TrackingState
+
+    counts: Dict[str, int] = {}
+    if topic in topics:
+        for _t, _mt, _log, msg in read_messages(outputs, [topic], decode=True):
+            if int(msg.num_time_steps) > 0:
+                name = TrackingState(int(msg.tracking_state)).name
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def evaluate(bag: Path, outputs: Path, params: Mapping[str, Any], cams: Any, stats: Any,
              ns: str = NODE_NAMESPACE) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Compute every metric section; returns ``(metrics, plot_data)``.
@@ -99,6 +112,7 @@ def evaluate(bag: Path, outputs: Path, params: Mapping[str, Any], cams: Any, sta
         steps_out=stats.steps_out, windows=stats.windows, windows_skipped=stats.windows_skipped,
         frames_dropped=stats.frames_dropped, latencies_s=stats.latencies_s, output_times_s=stats.output_times_s,
         wall_s=stats.wall_s, num_cameras=len(names))
+    res["runtime"]["tracking_states"] = _tracking_states(outputs, f"{ns}/status", out_topics)
 
     # ---------------------------------------------------------------- trajectory
     odom_topic = f"{ns}/odometry"

@@ -133,7 +133,7 @@ def _deferred_interrupt():
 def run_offline(bag: Path, params: Dict[str, Any], cams: CameraTopics, out: OutputBag, *,
                 pipeline: Any = None, max_steps: Optional[int] = None,
                 progress: Optional[Callable[[int], None]] = None,
-                log: Callable[[str], None] = lambda s: None) -> RunStats:
+                log: Callable[[str], None] = lambda s: None, slowdown: int = 1) -> RunStats:
     """Replay ``bag`` through the front end and the pipeline, writing the node's messages to ``out``.
 
     Args:
@@ -141,6 +141,8 @@ def run_offline(bag: Path, params: Dict[str, Any], cams: CameraTopics, out: Outp
         pipeline: a ready :class:`~vggt4d_ros.perception.pipeline.Pipeline` (built from ``params`` when None).
         max_steps: stop after this many synchronised time steps.
         progress: called with the number of image messages consumed so far.
+        slowdown: process only every ``slowdown``-th queued window (the rest are replaced in the front end's
+            latest-wins slot and counted as skipped): a model that slow, deterministically.
 
     Ctrl-C stops the run cleanly after the message being fed (``stats.interrupted``): every window whose outputs
     were started is written whole, so ``stats.steps_out`` matches the output bag. ``out`` is left open for the
@@ -168,7 +170,12 @@ def run_offline(bag: Path, params: Dict[str, Any], cams: CameraTopics, out: Outp
         emit([(f"{ns}/status", "vggt4d_ros/msg/WindowStatus", msg)],
              msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
 
-    def process() -> None:
+    queued = [0]
+
+    def process(last: bool = False) -> None:
+        queued[0] += 0 if last else 1
+        if not last and (queued[0] - 1) % max(1, int(slowdown)):
+            return  # "still busy with an earlier window": the next one replaces this one in the slot
         win = fe.take(timeout=0)
         if win is None:
             return
@@ -244,6 +251,8 @@ def run_offline(bag: Path, params: Dict[str, Any], cams: CameraTopics, out: Outp
             stats.interrupted = True
         if not stats.interrupted:
             fe.flush()  # a last step still waiting for its depth image
+            if len(fe.window.queue):  # --slowdown: the window left in the slot is processed, as the node would
+                process(last=True)
     stats.wall_s = time.perf_counter() - t_start
     c = fe.counters
     stats.steps_in = c["steps_in"]

@@ -199,6 +199,9 @@ def write_report(metrics: Mapping[str, Any], files: Mapping[str, str], out_dir: 
               f"{rt.get('windows')} | {rt.get('windows_skipped')} | {rt.get('frames_dropped')} | "
               + " / ".join(_ms(lat.get(k)) for k in ("min", "median", "p95", "max"))
               + f" | {_fmt(rt.get('throughput_steps_per_s'), 3)} | {_ms(rt.get('jitter_s'))} |", ""]
+    if rt.get("tracking_states"):
+        lines += ["Tracking state of the steps with a window result: "
+                  + ", ".join(f"{k} {n}" for k, n in sorted(rt["tracking_states"].items())) + ".", ""]
 
     tr = metrics.get("trajectory", {})
     lines += ["## Trajectory (ATE / RPE, evo)", ""]

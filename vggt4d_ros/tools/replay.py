@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", help="override model.checkpoint (.safetensors/.pt, or 'random-init')")
     ap.add_argument("--device", choices=("cpu", "cuda", "auto"), help="override model.device")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many synchronised time steps")
+    ap.add_argument("--slowdown", type=int, default=1, metavar="K",
+                    help="offline only: emulate a model K times slower than the window stride, deterministically "
+                         "(only every K-th queued window is processed, the others are skipped as the node's "
+                         "latest-wins slot skips them live); default 1")
     ap.add_argument("--lock-step-timeout", type=float, default=60.0,
                     help="--through-ros: seconds to wait for the node's status before playing on (default 60)")
     ap.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
@@ -91,6 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(exc)
     if args.max_steps is not None and args.max_steps < 1:
         return _fail("--max-steps must be >= 1")
+    if args.slowdown < 1 or (args.slowdown > 1 and args.through_ros):
+        return _fail("--slowdown must be >= 1, and is for offline runs (through ROS the node skips by itself)")
     bag = Path(args.bag)
     try:
         topics = bag_topics(bag)
@@ -142,7 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             sink = OutputBag(out_dir)
             try:
-                stats = run_offline(bag, params, cams, sink, max_steps=args.max_steps, progress=progress, log=say)
+                stats = run_offline(bag, params, cams, sink, max_steps=args.max_steps, progress=progress, log=say,
+                                    slowdown=args.slowdown)
             finally:
                 try:
                     outputs = sink.close()
@@ -172,7 +179,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "bag": str(bag), "mode": "through-ros" if args.through_ros else "offline", "device": stats.device,
             "model": str(params["model.config"]), "checkpoint": checkpoint or "random-init",
             "cameras": list(cams.names), "camera_topics": dict(cams.image), "params_file": str(params_file),
-            "outputs": str(outputs), "max_steps": args.max_steps, "stopped_at_max_steps": stats.stopped_at_max_steps,
+            "outputs": str(outputs), "max_steps": args.max_steps, "slowdown": args.slowdown,
+            "stopped_at_max_steps": stats.stopped_at_max_steps,
             "messages_written": dict(sorted(stats.messages.items())), "rejected_frames": stats.frames_rejected,
             "errors": stats.errors, "resets": stats.resets, "notes": notes,
         },
