@@ -39,13 +39,9 @@ pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="no embedded tiny 
 
 #: gates the shipped weights do not meet yet: gate name -> the figure on record (strict xfail)
 NOT_MET = {
-    "rpe_rot_target": "rotation RPE 1.00x the constant pose (target 0.5x)",
-    "rpe_rot_baseline": "rotation RPE 1.00x the constant pose (not 5 % better)",
     "abs_rel_target": "AbsRel 0.75x constant depth (target 0.5x)",
     "mask_target": "mask IoU 0.06 (target 0.5)",
     "mask_baseline": "mask IoU 0.06, below the all-dynamic mask's 0.08",
-    "track_target": "track EPE 1.03x static points (target 0.25x)",
-    "track_baseline": "track EPE 1.03x static points",
     "predictor_mask_baseline": "PAGE-4D mask IoU 0.002 vs the all-dynamic mask's 0.074 (p(moving) 0.31 vs 0.26)",
 }
 

@@ -71,7 +71,8 @@ NODE_PARAMS: List[Param] = [
     Param("model.dense_frames", "needed", "Frames that get the dense heads (depth, mask) and their post-processing: "
           "needed (the output steps' frames, camera 0 at the previous newest step for the window chain, the "
           "keypoint query frame, the scale source's frames; every frame in the first window after a reset) or "
-          "all (every frame of every window; slower, same outputs up to the chain fit).",
+          "all (every frame of every window; slower; the window chain, the scale and the outputs read the same "
+          "frames as with needed, so the outputs are the same).",
           choices=("needed", "all")),
     Param("model.target_width", 518, "Model input width in pixels (height follows the aspect, multiple of 14).",
           range=(56, 1036), unit="px"),
@@ -110,6 +111,21 @@ NODE_PARAMS: List[Param] = [
           "this (backward jumps always reset).", range=(0.0, 86400.0), unit="s"),
     Param("window.reference", "first", "World frame of each window: first (oldest time step) or newest, of the "
           "reference camera.", choices=("first", "newest")),
+    # --- camera poses -------------------------------------------------------------------------------
+    Param("pose.refine", "auto", "Camera 0's poses in each window: pnp (corners of the chain's anchor frame "
+          "tracked into the window's other frames with pyramidal Lucas-Kanade, lifted with the model's depth, "
+          "solved by RANSAC PnP; a frame with fewer than pose.min_inliers keeps the camera head's pose; with a "
+          "rig, the metric scale comes from PnP baselines between the cameras too), none (the model's camera "
+          "head as is) or auto (pnp for the embedded weights, whose camera head is weak; none for a "
+          "model.checkpoint you give, so a released model's poses are its own). Other cameras keep the head's "
+          "pose relative to camera 0.",
+          choices=("auto", "pnp", "none")),
+    Param("pose.max_features", 400, "Corners detected in the anchor frame for pose.refine pnp.",
+          range=(20, 5000)),
+    Param("pose.min_inliers", 30, "PnP inliers a frame needs for its pose to replace the camera head's.",
+          range=(6, 5000)),
+    Param("pose.ransac_px", 2.0, "RANSAC reprojection threshold of pose.refine pnp (input image pixels).",
+          range=(0.1, 50.0), unit="px"),
     # --- metric scale ------------------------------------------------------------------------------
     Param("scale.source", "auto", "Metric scale source: auto (rig when 2+ cameras have known extrinsics, else "
           "scale.depth_topic when it delivers, else scale.camera_height_m when > 0, else none), rig, depth, "

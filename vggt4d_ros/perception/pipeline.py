@@ -21,6 +21,7 @@ body x (REP 103 optical axes), and scale stays up to the model's unit.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +33,7 @@ import numpy as np
 from vggt4d_ros.frontend.frames import Frame
 from vggt4d_ros.frontend.params import default as _default
 from vggt4d_ros.perception.keypoints import GEOMETRY_CHECKS, KeypointSet, KeypointTracker
+from vggt4d_ros.perception.pose_refine import POSE_REFINE, PoseRefineConfig, refine_camera_poses, rig_depth_scale, to_gray
 from vggt4d_ros.perception.scale import ScaleEstimate, scale_from_camera_height, scale_from_sensor_depth, up_in_camera
 from vggt4d_ros.window.chain import WindowChainer, metric_scale_from_rig
 
@@ -80,6 +82,10 @@ class PipelineConfig:
     # "needed": dense heads and post-processing only for the frames a window's outputs, chain fit, keypoint
     # check and scale need (Pipeline._dense_frames); "all": every frame of every window.
     dense_frames: str = _default("model.dense_frames")
+    pose_refine: str = _default("pose.refine")  # one of pose_refine.POSE_REFINE
+    pose_max_features: int = _default("pose.max_features")
+    pose_min_inliers: int = _default("pose.min_inliers")
+    pose_ransac_px: float = _default("pose.ransac_px")
 
     def __post_init__(self) -> None:
         if self.metric_scale is not None:
@@ -94,6 +100,8 @@ class PipelineConfig:
                              f"got {self.keypoints_geometry_check!r}")
         if self.dense_frames not in DENSE_FRAMES:
             raise ValueError(f"dense_frames must be one of {list(DENSE_FRAMES)}, got {self.dense_frames!r}")
+        if self.pose_refine not in POSE_REFINE:
+            raise ValueError(f"pose_refine must be one of {list(POSE_REFINE)}, got {self.pose_refine!r}")
         if not self.keypoints_max_reprojection_px > 0:
             raise ValueError(f"keypoints_max_reprojection_px must be > 0, got {self.keypoints_max_reprojection_px!r}")
 
@@ -152,6 +160,9 @@ class WindowResult:
     # the keypoints ("track_head", "geometric": static points projected without a track head, "none").
     mask_source: str = "none"
     keypoint_source: str = "none"
+    # Where camera 0's poses came from: "pnp" (model depth + optical-flow correspondences, pose.refine),
+    # "camera_head", or "pnp+camera_head" (frames with too few PnP inliers kept the head's pose).
+    pose_source: str = "camera_head"
 
 
 #: ``model.checkpoint`` value that asks for seeded random weights (tests and benchmarks only).
@@ -198,7 +209,9 @@ def pipeline_config_from_params(params: Mapping[str, Any]) -> PipelineConfig:
         scale_source=str(params["scale.source"]), camera_height_m=float(params["scale.camera_height_m"]),
         scale_depth_min_m=float(params["scale.depth_min_m"]), scale_depth_max_m=float(params["scale.depth_max_m"]),
         backend=str(params["model.backend"]), onnx_path=str(params["model.onnx_path"]),
-        dense_frames=str(params["model.dense_frames"]))
+        dense_frames=str(params["model.dense_frames"]), pose_refine=str(params["pose.refine"]),
+        pose_max_features=int(params["pose.max_features"]), pose_min_inliers=int(params["pose.min_inliers"]),
+        pose_ransac_px=float(params["pose.ransac_px"]))
 
 
 def _resolve_device(device: str) -> str:
@@ -242,6 +255,11 @@ class Pipeline:
                 precision=config.precision, target_width=config.target_width, mode=config.resize_mode,
                 layout=config.layout, compile=config.compile)
         self.predictor = predictor
+        # pose.refine auto: PnP for the embedded weights only (their camera head is a motion prior); a
+        # checkpoint the user gives (a released model) keeps its own poses, as its release computes them.
+        embedded = config.backend == "torch" and not config.checkpoint and \
+            (EMBEDDED_DIR / f"{Path(config.model_config).stem}.safetensors").is_file()
+        self.pose_refine = config.pose_refine if config.pose_refine != "auto" else ("pnp" if embedded else "none")
         self.device_name = str(getattr(predictor, "device", "cpu"))
         self._chainer: Optional[WindowChainer] = None
         self._last_step_id: Optional[int] = None
@@ -253,6 +271,7 @@ class Pipeline:
         self._scale_source = "none"  # source of the chain's metric scale
         self._prev_step_ids: Optional[List[int]] = None  # step ids of the last window chained
         self.last_dense_frames: Optional[List[int]] = None  # frames of the last window with dense outputs
+        self._gray: Dict[tuple, np.ndarray] = {}  # grey images of the last window, by (camera, stamp)
 
     @staticmethod
     def _onnx_predictor(config: "PipelineConfig"):
@@ -346,8 +365,9 @@ class Pipeline:
         # Steps this window may output (the chain fit can only shorten the list): those newer than the last
         # output step, every step after a reset.
         new_t = [t for t in range(T) if self._last_step_id is None or win.step_ids[t] > self._last_step_id]
-        dense = self._dense_frames(win.step_ids, V, new_t, present, queries is not None,
-                                   self._scale_candidates(V, cams, T_base_cam, frames), frames)
+        needed = self._needed_frames(win.step_ids, V, new_t, present, queries is not None,
+                                     self._scale_candidates(V, cams, T_base_cam, frames), frames)
+        dense = None if self.cfg.dense_frames == "all" else needed
         self.last_dense_frames = list(range(T * V)) if dense is None else dense
         t0 = time.perf_counter()
         kw = {}
@@ -359,9 +379,12 @@ class Pipeline:
         pred = self.predictor.predict(rgbs, num_views=V, intrinsics=intr, query_points=queries, reference=ref,
                                       time_index=list(win.step_ids), **kw)
         inference_s = time.perf_counter() - t0
+        pose_source = "camera_head"
+        if self.pose_refine == "pnp":
+            pred, pose_source = self._refine_poses(pred, frames, cams, win.step_ids)
 
         E = np.stack([f.cam_from_world for f in pred.frames]).reshape(T, V, 4, 4)
-        src, est = self._measure_scale(E, pred, frames, present, cams, T_base_cam)
+        src, est = self._measure_scale(E, pred, frames, present, cams, T_base_cam, needed)
         metric = est.scale if est.ok else None
         if self._chainer is None:
             T_base_cam0 = T_base_cam.get(cams[0], _T_BODY_OPTICAL)
@@ -369,7 +392,7 @@ class Pipeline:
             # Chained on camera 0 (always present) so a camera that comes and goes never changes the
             # chain's layout; the other cameras follow from the window's own relative poses.
             self._chainer = WindowChainer(1, T_odom_cam0=T_base_cam0)
-        pts, wts, dyn = self._chain_sample(pred, V)
+        pts, wts, dyn = self._chain_sample(pred, V, needed)
         chain = self._chainer.add_window(win.step_ids, E[:, :1], points=pts, weights=wts, dynamic=dyn,
                                          metric_scale=metric)
         self._prev_step_ids = [int(i) for i in win.step_ids]
@@ -435,9 +458,95 @@ class Pipeline:
             timing_ms=dict(pred.timing_ms), scale_source=self._scale_source, scale_measured=float(est.scale),
             scale_note=est.reason if src != "none" else "", mask_source=str(pred.dynamic_mask_source),
             keypoint_source=("none" if not any(len(k.ids) for k in kp_by_frame.values()) else
-                             "track_head" if pred.frames[0].tracks is not None else "geometric"))
+                             "track_head" if pred.frames[0].tracks is not None else "geometric"),
+            pose_source=pose_source)
 
     # ------------------------------------------------------------------ helpers
+    def _refine_poses(self, pred: Any, frames: List[Frame], cams: List[str], step_ids) -> tuple:
+        """Camera 0's window poses by PnP against an anchor frame with depth (:mod:`.pose_refine`); the other
+        cameras keep the head's pose relative to camera 0, and every frame's world points move with its pose.
+        Returns (prediction, pose source)."""
+        T, V = len(step_ids), len(cams)
+        cam0 = [pred.frames[t * V] for t in range(T)]
+        with_depth = [t for t in range(T) if cam0[t].depth is not None]
+        if not with_depth:
+            return pred, "camera_head"
+        # The anchor: the newest step shared with the previously chained window (the chain attaches there),
+        # else the oldest frame with depth.
+        prev = set(self._prev_step_ids or []) if self._chainer is not None else set()
+        shared = [t for t in with_depth if int(step_ids[t]) in prev]
+        anchor = shared[-1] if shared else with_depth[0]
+        # grey images of every frame of this window (the rig scale uses the other cameras'), cached by
+        # (camera, stamp) for the next window; hand-built windows without stamps are not cached
+        cache = {}
+        for s, f in enumerate(frames):
+            if f.stamp_ns:
+                cam = cams[s % V]
+                cache[(cam, int(f.stamp_ns))] = self._gray_of(f, cam)
+        self._gray = cache  # this window's frames only: <= T * V
+        gray = [self._gray_of(frames[t * V], cams[0]) for t in range(T)]
+        E_old = np.stack([np.asarray(f.cam_from_world, np.float64) for f in pred.frames]).reshape(T, V, 4, 4)
+        res = refine_camera_poses(gray, E_old[:, 0], np.stack([np.asarray(f.intrinsics) for f in cam0]), anchor,
+                                  cam0[anchor].depth,
+                                  PoseRefineConfig(max_features=self.cfg.pose_max_features,
+                                                   min_inliers=self.cfg.pose_min_inliers,
+                                                   ransac_px=self.cfg.pose_ransac_px))
+        new_frames = list(pred.frames)
+        for t in range(T):
+            if t == anchor or not res.solved[t]:
+                continue
+            # Camera 0 moved by D = E_new^-1... : every camera of step t keeps its pose relative to camera 0.
+            delta = np.linalg.inv(E_old[t, 0]) @ res.cam_from_world[t]  # cam0_old <- world applied after E_new
+            for v in range(V):
+                fp = pred.frames[t * V + v]
+                E_new = E_old[t, v] @ delta
+                upd: Dict[str, Any] = {"cam_from_world": E_new}
+                if fp.points_world is not None:
+                    M = np.linalg.inv(E_new) @ E_old[t, v]  # world_new <- world_old for this frame's points
+                    upd["points_world"] = (fp.points_world.astype(np.float64) @ M[:3, :3].T
+                                           + M[:3, 3]).astype(np.float32)
+                new_frames[t * V + v] = dataclasses.replace(fp, **upd)
+        return dataclasses.replace(pred, frames=new_frames), res.source
+
+    def _rig_scale_pnp(self, pred: Any, frames: List[Frame], present: List[bool], V: int, rig: np.ndarray,
+                       cams: List[str], needed: Optional[List[int]]) -> Optional[float]:
+        """Metres per window unit from the rig, measured on the depth (pose.refine pnp): at every step where
+        camera 0 has depth, camera 0's corners are triangulated with each other camera's image of the same stamp
+        and the known extrinsics (:func:`.pose_refine.rig_depth_scale`, CameraInfo intrinsics when the frames have
+        them), and compared with the predicted depth.
+
+        With PnP the trajectory's translation is in the depth's units, so this makes depth and poses metric at
+        once; the camera head's own baselines (:func:`metric_scale_from_rig`) are in its translation units, which
+        a small model does not keep equal to its depth's. Median over steps and cameras; None when no pair gave a
+        scale (the caller then uses the head's baselines). Only the frames in ``needed`` (the dense frames of
+        ``model.dense_frames: needed``) are read, so both dense settings give the same scale."""
+        T = len(frames) // V
+        cfg = PoseRefineConfig(max_features=self.cfg.pose_max_features, min_inliers=self.cfg.pose_min_inliers,
+                               ransac_px=self.cfg.pose_ransac_px)
+        scales = []
+        for t in range(T):
+            f0 = pred.frames[t * V]
+            if not present[t * V] or f0.depth is None or (needed is not None and t * V not in needed):
+                continue
+            g0 = self._gray_of(frames[t * V], cams[0])
+            for v in range(1, V):
+                s = t * V + v
+                if not present[s] or np.linalg.norm(rig[v][:3, 3]) <= 1e-9:
+                    continue
+                K0, K1 = (np.asarray(frames[i].info.k, np.float64).reshape(3, 3) if frames[i].info is not None
+                          else np.asarray(pred.frames[i].intrinsics, np.float64) for i in (t * V, s))
+                m, _ = rig_depth_scale(g0, self._gray_of(frames[s], cams[v]), f0.depth, K0, K1,
+                                       np.linalg.inv(rig[v]), cfg)
+                if np.isfinite(m) and m > 0:
+                    scales.append(m)
+        return float(np.median(scales)) if scales else None
+
+    def _gray_of(self, f: Frame, camera: str) -> np.ndarray:
+        """Grey image of a frame of ``camera``, from the last window's cache when the frame has a stamp."""
+        key = (camera, int(f.stamp_ns)) if f.stamp_ns else None
+        g = self._gray.get(key) if key is not None else None
+        return to_gray(f.rgb) if g is None else g
+
     def _scale_candidates(self, V: int, cams: List[str], T_base_cam: Dict[str, np.ndarray],
                           frames: List[Frame]) -> List[str]:
         """The metric scale sources to try for this window, in order (see :data:`SCALE_SOURCES`)."""
@@ -456,7 +565,7 @@ class Pipeline:
         return out
 
     def _measure_scale(self, E: np.ndarray, pred: Any, frames: List[Frame], present: List[bool],
-                       cams: List[str], T_base_cam: Dict[str, np.ndarray]):
+                       cams: List[str], T_base_cam: Dict[str, np.ndarray], needed: Optional[List[int]] = None):
         """This window's metric scale: (source, :class:`ScaleEstimate`), the first candidate that fits.
 
         ``E`` (T, V, 4, 4) predicted cam_from_world; ``frames``/``present`` time-major (T * V). Sensor depth
@@ -475,7 +584,9 @@ class Pipeline:
                     continue
                 inv0 = np.linalg.inv(T_base_cam[cams[0]])
                 rig = np.stack([inv0 @ T_base_cam[c] for c in cams])
-                m = metric_scale_from_rig(E.reshape(-1, 4, 4), V, rig)
+                m = self._rig_scale_pnp(pred, frames, present, V, rig, cams, needed) if self.pose_refine == "pnp" else None
+                if m is None:
+                    m = metric_scale_from_rig(E.reshape(-1, 4, 4), V, rig)
                 est = ScaleEstimate(m, V * T, T, reason="" if np.isfinite(m) and m > 0 else "rig: degenerate baselines")
             elif src == "depth":
                 est = scale_from_sensor_depth([pred.frames[s].depth for s in idx],
@@ -491,9 +602,11 @@ class Pipeline:
                 return src, est
         return tried, est
 
-    def _dense_frames(self, step_ids, V: int, new_t: List[int], present: List[bool], keypoints: bool,
-                      scale_sources: List[str], frames: List[Frame]) -> Optional[List[int]]:
-        """Window frames (``s = t * V + v``) that need dense outputs, or None for every frame.
+    def _needed_frames(self, step_ids, V: int, new_t: List[int], present: List[bool], keypoints: bool,
+                       scale_sources: List[str], frames: List[Frame]) -> Optional[List[int]]:
+        """Window frames (``s = t * V + v``) that need dense outputs, or None for every frame. With
+        ``model.dense_frames: all`` every frame gets them anyway; what reads them (the PnP rig scale) still
+        reads these only, so both settings give the same outputs.
 
         ``"needed"``: every present frame of the steps that may be output (``new_t``); camera 0 at the newest
         step shared with the previous window (its newest step, whose points the chain fit matches);
@@ -503,8 +616,7 @@ class Pipeline:
         the first after a reset), so the first fit sees every point as before, and for ``"all"``.
         """
         T = len(step_ids)
-        if self.cfg.dense_frames == "all" or self._chainer is None or self._last_step_id is None \
-                or self._prev_step_ids is None:
+        if self._chainer is None or self._last_step_id is None or self._prev_step_ids is None:
             return None
         need = {t * V + v for t in new_t for v in range(V) if present[t * V + v]}
         prev = set(self._prev_step_ids)
@@ -523,15 +635,16 @@ class Pipeline:
             need.add((T - 1) * V)
         return sorted(need)
 
-    def _chain_sample(self, pred, num_views: int):
+    def _chain_sample(self, pred, num_views: int, needed: Optional[List[int]] = None):
         """A fixed pixel grid of camera 0's world points, weights and dynamic flags per step (same pixels every
-        window), (T, P, 3), (T, P), (T, P); NaN points and weight 0 on frames without dense outputs."""
+        window), (T, P, 3), (T, P), (T, P); NaN points and weight 0 on frames without dense outputs and on frames
+        outside ``needed`` (so ``model.dense_frames: all`` fits the chain on the same points as ``needed``)."""
         n = self.cfg.chain_points_grid
         if n <= 0:
             return None, None, None
         P, W, D = [], [], []
-        for fp in pred.frames[::num_views]:
-            if fp.depth is None:  # no dense output for this frame: no points, weight 0
+        for t, fp in enumerate(pred.frames[::num_views]):
+            if fp.depth is None or (needed is not None and t * num_views not in needed):  # no points, weight 0
                 P.append(np.full((n * n, 3), np.nan))
                 W.append(np.zeros(n * n))
                 D.append(np.zeros(n * n, bool))

@@ -1,0 +1,248 @@
+"""Camera-0 poses of a window from the model's depth and image correspondences (PnP), instead of the camera head.
+
+A window's camera head predicts every frame's pose; a small model learns little more than a motion prior from
+it (the embedded tiny model predicts about one step's motion between two frames whatever their time apart, and
+almost no rotation). Its depth is much better than its poses, and depth + correspondences fix the pose: for an
+*anchor* frame of camera 0 with a dense depth map (the chain's shared frame, so the window attaches to the
+trajectory through it), Shi-Tomasi corners are tracked into every other camera-0 frame of the window with
+pyramidal Lucas-Kanade (forward-backward checked), lifted to 3D with the anchor's depth and intrinsics, and each
+frame's pose relative to the anchor is solved by RANSAC PnP. Correspondences on moving objects are RANSAC
+outliers. The translation is in the depth's units, which are the window's own units (the camera head's), so
+the chainer's Sim(3) fit and the metric scale sources work on the result unchanged.
+
+OpenCV does the image work (corners, LK, PnP): well kept, fast on a Jetson's CPU, and deterministic for the same
+input (its RANSAC seeds its generator per call), so a replay and the node give the same poses.
+
+Where a frame has too few inliers (blur, a blank wall, a frame far from the anchor), it keeps the camera head's
+pose, placed relative to the anchor as the head predicted it; :attr:`RefineResult.source` says which frames
+were solved.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["POSE_REFINE", "PoseRefineConfig", "RefineResult", "refine_camera_poses", "rig_depth_scale", "to_gray"]
+
+#: Values of the node's ``pose.refine`` ("auto": "pnp" for the embedded weights, "none" for a given checkpoint;
+#: resolved by :class:`vggt4d_ros.perception.pipeline.Pipeline`).
+POSE_REFINE = ("auto", "pnp", "none")
+
+
+@dataclass(frozen=True)
+class PoseRefineConfig:
+    max_features: int = 400  # corners detected in the anchor frame
+    min_inliers: int = 30  # PnP inliers below this keep the camera head's pose
+    ransac_px: float = 2.0  # RANSAC reprojection threshold, input pixels
+    lk_window: int = 21  # LK window side, pixels
+    lk_levels: int = 3  # pyramid levels above the image
+    fb_max_px: float = 1.0  # forward-backward LK disagreement above this drops a correspondence
+
+
+@dataclass
+class RefineResult:
+    """Outcome for one window.
+
+    Attributes:
+        cam_from_world: (T, 4, 4) float64 camera-0 poses in the window's world frame (the anchor keeps its
+            camera-head pose).
+        solved: (T,) bool, True where PnP gave the frame's pose (the anchor counts as solved).
+        inliers: (T,) int PnP inliers per frame (0 for the anchor and unsolved frames).
+        anchor: time index of the anchor frame.
+    """
+
+    cam_from_world: np.ndarray
+    solved: np.ndarray
+    inliers: np.ndarray
+    anchor: int
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        """"pnp" (every frame solved), "camera_head" (none) or "pnp+camera_head" (some)."""
+        others = np.delete(self.solved, self.anchor)
+        if others.size == 0 or others.all():
+            return "pnp"
+        return "camera_head" if not others.any() else "pnp+camera_head"
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 grey (OpenCV's weights)."""
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def _track(g0: np.ndarray, g1: np.ndarray, p0: np.ndarray, cfg: PoseRefineConfig,
+           guess: Optional[np.ndarray] = None):
+    """LK from g0 to g1 with a backward check, starting at ``guess`` (N, 1, 2) when given; returns (kept mask
+    (N,), p1 (N, 2))."""
+    import cv2
+
+    lk = dict(winSize=(cfg.lk_window, cfg.lk_window), maxLevel=cfg.lk_levels,
+              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    if guess is None:
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(g0, g1, p0, None, **lk)
+    else:
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(g0, g1, p0, guess.astype(np.float32).copy(),
+                                              flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **lk)
+    pb, st2, _ = cv2.calcOpticalFlowPyrLK(g1, g0, p1, p0.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **lk)
+    fb = np.linalg.norm((pb - p0).reshape(-1, 2), axis=1)
+    h, w = g1.shape
+    q = p1.reshape(-1, 2)
+    inside = (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
+    ok = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < cfg.fb_max_px) & inside
+    return ok, q
+
+
+def refine_camera_poses(gray: Sequence[np.ndarray], cam_from_world: np.ndarray, intrinsics: np.ndarray,
+                        anchor: int, anchor_depth: np.ndarray, cfg: PoseRefineConfig = PoseRefineConfig()
+                        ) -> RefineResult:
+    """Solve camera 0's poses of one window against its anchor frame.
+
+    Args:
+        gray: T (H, W) uint8 images of camera 0, time order.
+        cam_from_world: (T, 4, 4) the camera head's poses (window world frame).
+        intrinsics: (T, 3, 3) intrinsics in input pixels (the ones the depth was unprojected with).
+        anchor: time index whose depth is given; its pose is kept.
+        anchor_depth: (H, W) z-depth of the anchor frame in window units, NaN invalid.
+
+    Returns:
+        :class:`RefineResult`.
+    """
+    import cv2
+
+    E = np.asarray(cam_from_world, dtype=np.float64).copy()
+    T = E.shape[0]
+    solved = np.zeros(T, bool)
+    solved[anchor] = True
+    inliers = np.zeros(T, np.int64)
+    res = RefineResult(cam_from_world=E, solved=solved, inliers=inliers, anchor=anchor)
+    g0 = gray[anchor]
+    Ka = np.asarray(intrinsics[anchor], dtype=np.float64)
+    lifted = _lift(g0, np.asarray(anchor_depth, dtype=np.float32), Ka, cfg) if T >= 2 else None
+    if lifted is None:
+        res.notes.append("anchor: too few corners with depth")
+        return res
+    p0, X, has_z = lifted
+    E_a = E[anchor]
+    # pass 1: per frame, LK + RANSAC PnP
+    tracked: Dict[int, tuple] = {}
+    for t in range(T):
+        if t == anchor:
+            continue
+        ok, uv1 = _track(g0, gray[t], p0, cfg)
+        ok &= has_z
+        if ok.sum() < cfg.min_inliers:
+            res.notes.append(f"step {t}: {int(ok.sum())} correspondences")
+            continue
+        found, rvec, tvec, inl = cv2.solvePnPRansac(
+            X[ok], uv1[ok].astype(np.float64), np.asarray(intrinsics[t], dtype=np.float64), None,
+            iterationsCount=100, reprojectionError=float(cfg.ransac_px), confidence=0.999,
+            flags=cv2.SOLVEPNP_ITERATIVE)
+        n = 0 if inl is None else len(inl)
+        if not found or n < cfg.min_inliers or not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
+            res.notes.append(f"step {t}: {n} PnP inliers")
+            continue
+        tracked[t] = (ok, uv1, rvec, tvec, n)
+    # pass 2: a point is static only if it reprojects within the threshold in every solved frame it was tracked
+    # in. A slow moving object passes RANSAC in the frames next to the anchor and fails in the far ones; this
+    # drops it from all of them, then every frame is re-solved (LM from pass 1's pose) on the static points.
+    static = has_z.copy()
+    for t, (ok, uv1, rvec, tvec, _) in tracked.items():
+        proj = cv2.projectPoints(X[ok], rvec, tvec, np.asarray(intrinsics[t], dtype=np.float64), None)[0]
+        bad = np.linalg.norm(proj.reshape(-1, 2) - uv1[ok], axis=1) > cfg.ransac_px
+        static[np.flatnonzero(ok)[bad]] = False
+    for t, (ok, uv1, rvec, tvec, n_ransac) in tracked.items():
+        use = ok & static
+        n = int(use.sum())
+        if n >= cfg.min_inliers:
+            _, rvec, tvec = cv2.solvePnP(X[use], uv1[use].astype(np.float64),
+                                         np.asarray(intrinsics[t], dtype=np.float64), None, rvec.copy(),
+                                         tvec.copy(), useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+        else:  # too few points static everywhere: keep pass 1's RANSAC solution for this frame
+            n = n_ransac
+        T_ta = np.eye(4)
+        T_ta[:3, :3] = cv2.Rodrigues(rvec)[0]
+        T_ta[:3, 3] = tvec.reshape(3)
+        E[t] = T_ta @ E_a
+        solved[t] = True
+        inliers[t] = n
+    return res
+
+
+def _lift(g0: np.ndarray, depth: np.ndarray, K0: np.ndarray, cfg: PoseRefineConfig):
+    """Shi-Tomasi corners of ``g0`` where ``depth`` is valid, and their 3D points in camera 0's frame; None when
+    too few."""
+    import cv2
+
+    valid = np.isfinite(depth) & (depth > 0)
+    if valid.sum() < cfg.min_inliers:
+        return None
+    corners = cv2.goodFeaturesToTrack(g0, maxCorners=int(cfg.max_features), qualityLevel=0.01, minDistance=7,
+                                      mask=valid.astype(np.uint8) * 255)
+    if corners is None or len(corners) < cfg.min_inliers:
+        return None
+    p0 = corners.astype(np.float32).reshape(-1, 1, 2)
+    uv0 = p0.reshape(-1, 2).astype(np.float64)
+    ix = np.clip(np.rint(uv0[:, 0]).astype(int), 0, depth.shape[1] - 1)
+    iy = np.clip(np.rint(uv0[:, 1]).astype(int), 0, depth.shape[0] - 1)
+    z = depth[iy, ix].astype(np.float64)
+    X = np.linalg.solve(K0, np.vstack([uv0.T, np.ones(len(uv0))])).T * z[:, None]
+    return p0, X, np.isfinite(z) & (z > 0)
+
+
+def rig_depth_scale(g0: np.ndarray, g1: np.ndarray, depth0: np.ndarray, K0: np.ndarray, K1: np.ndarray,
+                    T_10: np.ndarray, cfg: PoseRefineConfig = PoseRefineConfig(), min_parallax_px: float = 1.0):
+    """Metres per unit of ``depth0`` from a calibrated pair of cameras at one stamp: stereo triangulation.
+
+    Corners of camera 0 (where ``depth0`` is valid) are tracked into camera 1 (LK started at the calibrated
+    rotation's homography, so cameras that look apart still match), each is triangulated along its camera-0 ray
+    with the metric calibration ``T_10`` (cam1 <- cam0, metres), and the scale is the median over corners of
+    triangulated / predicted depth, the same statistic as a per-frame median depth scale. Both images have the
+    same stamp, so moving objects triangulate like the rest; correspondences off their epipolar line by more
+    than ``cfg.ransac_px`` or with less parallax than ``min_parallax_px`` are left out. Written here since it
+    is a few lines of linear algebra on OpenCV's tracks (cv2.triangulatePoints would need the tracks twice).
+
+    Returns:
+        (scale, corners used); (NaN, n) when fewer than ``cfg.min_inliers`` corners are usable.
+    """
+    lifted = _lift(g0, np.asarray(depth0, np.float32), np.asarray(K0, np.float64), cfg)
+    if lifted is None:
+        return float("nan"), 0
+    p0, X, has_z = lifted
+    K0 = np.asarray(K0, np.float64)
+    K1 = np.asarray(K1, np.float64)
+    R = np.asarray(T_10, np.float64)[:3, :3]
+    tv = np.asarray(T_10, np.float64)[:3, 3]
+    H = K1 @ R @ np.linalg.inv(K0)
+    uv0 = p0.reshape(-1, 2).astype(np.float64)
+    h0 = np.hstack([uv0, np.ones((len(uv0), 1))])
+    q = h0 @ H.T
+    ok, uv1 = _track(g0, g1, p0, cfg, (q[:, :2] / q[:, 2:3]).reshape(-1, 1, 2))
+    ok &= has_z
+    if ok.sum() < cfg.min_inliers:
+        return float("nan"), int(ok.sum())
+    # camera 1 sees Z * a + c for depth Z along the camera-0 ray: a = K1 R K0^-1 [u v 1], c = K1 t
+    a = q[ok]
+    c = K1 @ tv
+    u1 = uv1[ok].astype(np.float64)
+    # u1 = (Z a_x + c_x) / (Z a_z + c_z) (and v): least squares in Z from the two linear equations
+    ex = a[:, 0] - u1[:, 0] * a[:, 2]
+    ey = a[:, 1] - u1[:, 1] * a[:, 2]
+    fx = u1[:, 0] * c[2] - c[0]
+    fy = u1[:, 1] * c[2] - c[1]
+    Z = (ex * fx + ey * fy) / np.maximum(ex * ex + ey * ey, 1e-12)
+    # epipolar residual: reprojection of the triangulated point into camera 1
+    P = Z[:, None] * a + c[None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.linalg.norm(P[:, :2] / P[:, 2:3] - u1, axis=1)
+        inf = a[:, :2] / a[:, 2:3]  # where the corner would be at infinite depth
+    parallax = np.linalg.norm(u1 - inf, axis=1)
+    use = (Z > 0) & (P[:, 2] > 0) & (err <= cfg.ransac_px) & (parallax >= min_parallax_px)
+    n = int(use.sum())
+    if n < cfg.min_inliers:
+        return float("nan"), n
+    return float(np.median(Z[use] / X[ok][use, 2])), n
