@@ -174,15 +174,30 @@ def test_tf_static_reaches_late_subscriber(tmp_path):
     write_synthetic_bag(src, cameras=3, steps=10, hz=20.0, namespace=f"/late{dom}")
     # loop forever: the player stays alive (its latched history with it) until SIGINT
     play = _start(dom, "play", str(src), "--loop", "0", "--remap", f"/tf_static:=/late{dom}/tf_static")
+    readers = []
     try:
         _wait_for_line(play, "latched 3 static transforms")
+        # The looping player keeps writing: read its pipes from here on, or on a slow machine they fill and
+        # block it (then it cannot even handle SIGINT)
+        logs = {"out": [], "err": []}
+        readers += [threading.Thread(target=lambda k=k, f=f: logs[k].extend(f), daemon=True)
+                   for k, f in (("out", play.stdout), ("err", play.stderr))]
+        for r in readers:
+            r.start()
         time.sleep(0.5)  # the subscriber below starts well after the one publish
         frames = _late_tf_static(dom, f"/late{dom}/tf_static")
         assert frames == [["cam0_optical", "cam1_optical", "cam2_optical"]]
         assert play.poll() is None  # still playing: the message came from the latched history
     finally:
         play.send_signal(signal.SIGINT)
-        rc, out, err = _finish(play)
+        try:
+            rc = play.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            play.kill()
+            pytest.fail("player did not stop on SIGINT")
+        for r in readers:
+            r.join(10)
+    out, err = "".join(logs["out"]), "".join(logs["err"])
     assert rc == 0 and "[interrupted]" in out, out + err
 
 
