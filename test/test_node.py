@@ -83,7 +83,10 @@ def run(tmp_path_factory):
         play = subprocess.run(
             [str(BIN / "vggt4d-bag"), "play", str(bag), "--lock-step", "--lock-step-type",
              "vggt4d_ros/msg/WindowStatus", "--lock-step-timeout", "90", "--wait-subscribers",
-             "--wait-topics", "/cam0/image_raw", "/cam1/image_raw", "--wait-timeout", "60",
+             # Every topic the node subscribes to: a CameraInfo published before its subscription matched
+             # is lost, the first step's images then wait for it and lock-step stalls (CI, loaded machine).
+             "--wait-topics", "/cam0/image_raw", "/cam1/image_raw", "/cam0/camera_info", "/cam1/camera_info",
+             "/tf_static", "--wait-timeout", "60",
              "--topics", "/cam0/image_raw", "/cam1/image_raw", "/cam0/camera_info", "/cam1/camera_info",
              "/tf_static"],
             env=env, capture_output=True, text=True, timeout=400)
