@@ -182,3 +182,28 @@ def test_auto_is_pnp_for_the_embedded_weights_only(tmp_path):
     assert Pipeline(PipelineConfig(cameras=["cam0"], target_width=56, checkpoint=str(ck))).pose_refine == "none"
     assert Pipeline(PipelineConfig(cameras=["cam0"], target_width=56, checkpoint=str(ck),
                                    pose_refine="pnp")).pose_refine == "pnp"
+
+
+def test_a_frame_the_anchor_does_not_reach_is_bridged_through_a_solved_frame():
+    # The node slower than the cameras: a window of [old, anchor, +1.1 s, +2.3 s] (frames picked by age). LK from
+    # the anchor does not reach the newest frame; solved against the middle frame's depth it is placed right.
+    seq = SynthSequence(SynthConfig(seed=11, num_cameras=1, width=320, height=180, duration_s=3.0, texture_px=128,
+                                    num_moving_objects=3, pan_deg=8.0, pan_hz=0.5, noise_std=1.5))
+    cams = [seq.frame(i)["cam0"] for i in (0, 1, 12, 24)]
+    gt = np.linalg.inv(np.stack([c.T_world_cam for c in cams]))
+    head = _prior(gt)
+    K = np.stack([c.K for c in cams])
+    gray = [to_gray(c.rgb) for c in cams]
+    alone = refine_camera_poses(gray, head, K, 1, cams[1].depth)
+    assert not alone.solved[3] and alone.source == "pnp+camera_head"  # the case this is for
+    res = refine_camera_poses(gray, head, K, 1, cams[1].depth, depths=[c.depth for c in cams])
+    assert res.solved.all() and res.source == "pnp"
+    assert any("bridged from step 2" in n for n in res.notes), res.notes
+    err = _rel_errors(res.cam_from_world, gt, 1)
+    moved = np.linalg.norm((gt[3] @ np.linalg.inv(gt[1]))[:3, 3])
+    assert moved > 1.0 and _rel_errors(head, gt, 1)[3, 0] > 0.5  # the head's pose would be far off
+    assert err[3, 0] < 0.05 * moved and err[3, 1] < 1.0, err
+    # without depth for the middle frame nothing can bridge: the head's pose stays
+    res2 = refine_camera_poses(gray, head, K, 1, cams[1].depth, depths=[c.depth for c in cams[:2]] + [None, None])
+    assert not res2.solved[3]
+    np.testing.assert_allclose(res2.cam_from_world[3], head[3])

@@ -490,7 +490,8 @@ class Pipeline:
                                   cam0[anchor].depth,
                                   PoseRefineConfig(max_features=self.cfg.pose_max_features,
                                                    min_inliers=self.cfg.pose_min_inliers,
-                                                   ransac_px=self.cfg.pose_ransac_px))
+                                                   ransac_px=self.cfg.pose_ransac_px),
+                                  depths=[f.depth for f in cam0])
         new_frames = list(pred.frames)
         for t in range(T):
             if t == anchor or not res.solved[t]:

@@ -13,7 +13,9 @@ the chainer's Sim(3) fit and the metric scale sources work on the result unchang
 OpenCV does the image work (corners, LK, PnP): well kept, fast on a Jetson's CPU, and deterministic for the same
 input (its RANSAC seeds its generator per call), so a replay and the node give the same poses.
 
-Where a frame has too few inliers (blur, a blank wall, a frame far from the anchor), it keeps the camera head's
+A frame the anchor's corners do not reach (too far apart in time, when the model is slower than the cameras and
+the window's frames are picked by age) is solved against the nearest solved frame with depth instead, through
+that frame's pose. Where a frame still has too few inliers (blur, a blank wall), it keeps the camera head's
 pose, placed relative to the anchor as the head predicted it; :attr:`RefineResult.source` says which frames
 were solved.
 """
@@ -98,8 +100,8 @@ def _track(g0: np.ndarray, g1: np.ndarray, p0: np.ndarray, cfg: PoseRefineConfig
 
 
 def refine_camera_poses(gray: Sequence[np.ndarray], cam_from_world: np.ndarray, intrinsics: np.ndarray,
-                        anchor: int, anchor_depth: np.ndarray, cfg: PoseRefineConfig = PoseRefineConfig()
-                        ) -> RefineResult:
+                        anchor: int, anchor_depth: np.ndarray, cfg: PoseRefineConfig = PoseRefineConfig(),
+                        depths: Optional[Sequence[Optional[np.ndarray]]] = None) -> RefineResult:
     """Solve camera 0's poses of one window against its anchor frame.
 
     Args:
@@ -108,6 +110,9 @@ def refine_camera_poses(gray: Sequence[np.ndarray], cam_from_world: np.ndarray, 
         intrinsics: (T, 3, 3) intrinsics in input pixels (the ones the depth was unprojected with).
         anchor: time index whose depth is given; its pose is kept.
         anchor_depth: (H, W) z-depth of the anchor frame in window units, NaN invalid.
+        depths: optional T depth maps (None where a frame has none): a frame the anchor's corners do not reach
+            (too far apart in time when the model is slower than the cameras) is then solved against the nearest
+            solved frame with depth, and placed through that frame's solved pose.
 
     Returns:
         :class:`RefineResult`.
@@ -133,20 +138,11 @@ def refine_camera_poses(gray: Sequence[np.ndarray], cam_from_world: np.ndarray, 
     for t in range(T):
         if t == anchor:
             continue
-        ok, uv1 = _track(g0, gray[t], p0, cfg)
-        ok &= has_z
-        if ok.sum() < cfg.min_inliers:
-            res.notes.append(f"step {t}: {int(ok.sum())} correspondences")
+        got = _solve_pair(g0, gray[t], p0, X, has_z, intrinsics[t], cfg)
+        if isinstance(got, str):
+            res.notes.append(f"step {t}: {got}")
             continue
-        found, rvec, tvec, inl = cv2.solvePnPRansac(
-            X[ok], uv1[ok].astype(np.float64), np.asarray(intrinsics[t], dtype=np.float64), None,
-            iterationsCount=100, reprojectionError=float(cfg.ransac_px), confidence=0.999,
-            flags=cv2.SOLVEPNP_ITERATIVE)
-        n = 0 if inl is None else len(inl)
-        if not found or n < cfg.min_inliers or not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
-            res.notes.append(f"step {t}: {n} PnP inliers")
-            continue
-        tracked[t] = (ok, uv1, rvec, tvec, n)
+        tracked[t] = got
     # pass 2: a point is static only if it reprojects within the threshold in every solved frame it was tracked
     # in. A slow moving object passes RANSAC in the frames next to the anchor and fails in the far ones; this
     # drops it from all of them, then every frame is re-solved (LM from pass 1's pose) on the static points.
@@ -170,7 +166,65 @@ def refine_camera_poses(gray: Sequence[np.ndarray], cam_from_world: np.ndarray, 
         E[t] = T_ta @ E_a
         solved[t] = True
         inliers[t] = n
+    if depths is not None:
+        _bridge(gray, intrinsics, depths, res, cfg)
     return res
+
+
+def _solve_pair(g0: np.ndarray, g1: np.ndarray, p0: np.ndarray, X: np.ndarray, has_z: np.ndarray, K1: np.ndarray,
+                cfg: PoseRefineConfig):
+    """LK of g0's corners ``p0`` (3D points ``X`` in g0's camera) into g1 and RANSAC PnP: (ok, uv1, rvec, tvec,
+    inliers) with the pose g1 <- g0, or a string saying why not."""
+    import cv2
+
+    ok, uv1 = _track(g0, g1, p0, cfg)
+    ok &= has_z
+    if ok.sum() < cfg.min_inliers:
+        return f"{int(ok.sum())} correspondences"
+    found, rvec, tvec, inl = cv2.solvePnPRansac(
+        X[ok], uv1[ok].astype(np.float64), np.asarray(K1, dtype=np.float64), None, iterationsCount=100,
+        reprojectionError=float(cfg.ransac_px), confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
+    n = 0 if inl is None else len(inl)
+    if not found or n < cfg.min_inliers or not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
+        return f"{n} PnP inliers"
+    return ok, uv1, rvec, tvec, n
+
+
+def _bridge(gray, intrinsics, depths, res: RefineResult, cfg: PoseRefineConfig) -> None:
+    """Frames the anchor did not reach, solved against the nearest solved frame with depth (in time), nearest
+    first, until no frame is added. The bridged pose composes two PnP poses, so it is in the same (depth) units
+    as the others; a frame no solved neighbour reaches keeps the camera head's pose."""
+    import cv2
+
+    T = len(gray)
+    lifted: Dict[int, Optional[tuple]] = {}
+    progress = True
+    while progress and not res.solved.all():
+        progress = False
+        for t in sorted(np.flatnonzero(~res.solved), key=lambda t: abs(int(t) - res.anchor)):
+            srcs = sorted((s for s in range(T) if res.solved[s] and s != res.anchor and depths[s] is not None),
+                          key=lambda s: abs(s - int(t)))
+            for s in srcs[:2]:
+                if s not in lifted:
+                    lifted[s] = _lift(gray[s], np.asarray(depths[s], dtype=np.float32),
+                                      np.asarray(intrinsics[s], dtype=np.float64), cfg)
+                if lifted[s] is None:
+                    continue
+                p0, X, has_z = lifted[s]
+                got = _solve_pair(gray[s], gray[t], p0, X, has_z, intrinsics[t], cfg)
+                if isinstance(got, str):
+                    res.notes.append(f"step {t} from step {s}: {got}")
+                    continue
+                _, _, rvec, tvec, n = got
+                T_ts = np.eye(4)
+                T_ts[:3, :3] = cv2.Rodrigues(rvec)[0]
+                T_ts[:3, 3] = tvec.reshape(3)
+                res.cam_from_world[t] = T_ts @ res.cam_from_world[s]
+                res.solved[t] = True
+                res.inliers[t] = n
+                res.notes.append(f"step {t}: bridged from step {s}")
+                progress = True
+                break
 
 
 def _lift(g0: np.ndarray, depth: np.ndarray, K0: np.ndarray, cfg: PoseRefineConfig):
