@@ -80,11 +80,11 @@ def _lost(out):
     return sum(1 for s in windows.values() if s == 2), max(1, len(windows))
 
 
-@pytest.mark.parametrize("slowdown", [3, 6])
+@pytest.mark.parametrize("slowdown", [3, 6, 12])
 def test_model_slower_than_the_cameras_emulated_offline(bag, slowdown):
     """The same situation deterministically: ``vggt4d-replay --slowdown K`` processes only every K-th window
     (what a model K times slower than the stride gets live). Tracking holds through every processed window,
-    and the trajectory's shape (Sim(3) ATE) stays near lock-step; its metric scale does not (see the note)."""
+    and the Sim(3) ATE stays near lock-step."""
     out = bag / f"slowdown{slowdown}"
     rc = main([str(bag / "bag"), "--config", str(bag / "cfg.yaml"), "--out", str(out), "--quiet",
                "--slowdown", str(slowdown)])
@@ -98,6 +98,8 @@ def test_model_slower_than_the_cameras_emulated_offline(bag, slowdown):
     ate_slow = slow["trajectory"]["sim3"]["ate_rmse"]
     baseline = slow["trajectory"]["baseline_constant_pose"]["ate_rmse"]
     figures = dict(ate_slow=ate_slow, ate_lock=ate_lock, baseline=baseline, **rt["tracking_states"])
-    # Measured on this bag: 0.103 m at K=3, 0.203 m at K=6, lock-step 0.081 m (the frames of a window lie K
-    # steps apart, farther than the tiny model was trained on).
-    assert ate_slow < 0.6 * baseline and ate_slow <= max(2.0, 0.5 * slowdown) * ate_lock, figures
+    # Measured on this bag with pose.refine pnp (the default for these weights): 0.028 m at K=3, 0.031 m at K=6,
+    # 0.060 m at K=12, lock-step 0.031 m. With the camera head's poses it was 0.103 / 0.203 m at K=3 / 6 against
+    # 0.081 m (the head predicts one step's motion whatever the frames' spacing); at K=12 before the PnP bridge
+    # the newest frame kept the head's pose and windows were LOST.
+    assert ate_slow < 0.6 * baseline and ate_slow <= 2.5 * ate_lock, figures
