@@ -168,6 +168,16 @@ NODE_PARAMS: List[Param] = [
           static=False),
     Param("mask.threshold", 0.5, "Dynamic probability above which a pixel is dynamic.", range=(0.0, 1.0),
           static=False),
+    Param("mask.source", "auto", "Dynamic masks: flow (dense optical flow against the static-scene motion of the "
+          "window's depth and poses: a pixel whose match lies off the epipolar segment its depth, taken as uncertain "
+          "by a factor 2, allows, by more than the threshold of mask.flow_min_px, is dynamic), model (the model's own mask: its dense mask head, PAGE-4D's mask "
+          "predictor, or the training-free depth-consistency estimate for a model with neither) or auto (flow for "
+          "the embedded weights, whose mask outputs are weak; model for a model.checkpoint you give).",
+          choices=("auto", "flow", "model")),
+    Param("mask.flow_min_px", 1.0, "mask.source flow calls a pixel dynamic when its optical-flow match lies further "
+          "from its static-scene segment than the larger of this and 4x the frame's median distance, against each "
+          "of the two nearest older frames of its camera (images wider than 640 px are compared at 640).",
+          range=(0.1, 50.0), unit="px"),
     Param("publish.camera_clouds", True, "Publish organised <camera>/points in the optical frame.", static=False),
     Param("publish.fused_cloud", True, "Publish points/fused: all cameras of the newest time step in odom_frame.",
           static=False),

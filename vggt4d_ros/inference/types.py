@@ -86,7 +86,7 @@ class WindowPrediction:
             (n, Hm, Wm) when computed, ``page_mask`` (S, h, w) with PAGE-4D, ``track`` (S, N, 2) / ``vis`` /
             ``conf`` with queries, ``images`` (S, 3, Hm, Wm) model input. ``n = len(dense_frames)``: row ``j``
             of the dense entries is frame ``dense_frames[j]``.
-        dynamic_mask_source: "head", "page4d", "geometric" or "none".
+        dynamic_mask_source: "head", "page4d", "geometric" or "none" ("flow" once the pipeline replaced it, mask.source flow).
         timing_ms: "preprocess", "model", "postprocess", "total" (wall clock, device synchronised).
         dense_frames: sorted indices of the frames with dense outputs (every frame unless the predictor was
             asked for a subset); the other frames' dense fields are None.

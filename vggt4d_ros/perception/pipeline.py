@@ -33,6 +33,7 @@ import numpy as np
 from vggt4d_ros.frontend.frames import Frame
 from vggt4d_ros.frontend.params import default as _default
 from vggt4d_ros.perception.keypoints import GEOMETRY_CHECKS, KeypointSet, KeypointTracker
+from vggt4d_ros.perception.motion_mask import MASK_SOURCES, MotionMaskConfig, motion_mask
 from vggt4d_ros.perception.pose_refine import POSE_REFINE, PoseRefineConfig, refine_camera_poses, rig_depth_scale, to_gray
 from vggt4d_ros.perception.scale import ScaleEstimate, scale_from_camera_height, scale_from_sensor_depth, up_in_camera
 from vggt4d_ros.window.chain import WindowChainer, metric_scale_from_rig
@@ -86,6 +87,8 @@ class PipelineConfig:
     pose_max_features: int = _default("pose.max_features")
     pose_min_inliers: int = _default("pose.min_inliers")
     pose_ransac_px: float = _default("pose.ransac_px")
+    mask_source: str = _default("mask.source")  # one of motion_mask.MASK_SOURCES
+    mask_flow_min_px: float = _default("mask.flow_min_px")
 
     def __post_init__(self) -> None:
         if self.metric_scale is not None:
@@ -102,6 +105,8 @@ class PipelineConfig:
             raise ValueError(f"dense_frames must be one of {list(DENSE_FRAMES)}, got {self.dense_frames!r}")
         if self.pose_refine not in POSE_REFINE:
             raise ValueError(f"pose_refine must be one of {list(POSE_REFINE)}, got {self.pose_refine!r}")
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {list(MASK_SOURCES)}, got {self.mask_source!r}")
         if not self.keypoints_max_reprojection_px > 0:
             raise ValueError(f"keypoints_max_reprojection_px must be > 0, got {self.keypoints_max_reprojection_px!r}")
 
@@ -156,7 +161,8 @@ class WindowResult:
     # This window's own measurement (metres per model unit) and why it is missing (NaN / reason).
     scale_measured: float = float("nan")
     scale_note: str = ""
-    # Where the outputs' dynamic masks came from (the predictor's "head", "page4d", "geometric", "none") and
+    # Where the outputs' dynamic masks came from ("flow": mask.source flow; the predictor's "head", "page4d",
+    # "geometric"; "none") and
     # the keypoints ("track_head", "geometric": static points projected without a track head, "none").
     mask_source: str = "none"
     keypoint_source: str = "none"
@@ -211,7 +217,8 @@ def pipeline_config_from_params(params: Mapping[str, Any]) -> PipelineConfig:
         backend=str(params["model.backend"]), onnx_path=str(params["model.onnx_path"]),
         dense_frames=str(params["model.dense_frames"]), pose_refine=str(params["pose.refine"]),
         pose_max_features=int(params["pose.max_features"]), pose_min_inliers=int(params["pose.min_inliers"]),
-        pose_ransac_px=float(params["pose.ransac_px"]))
+        pose_ransac_px=float(params["pose.ransac_px"]), mask_source=str(params["mask.source"]),
+        mask_flow_min_px=float(params["mask.flow_min_px"]))
 
 
 def _resolve_device(device: str) -> str:
@@ -238,6 +245,14 @@ class Pipeline:
 
     def __init__(self, config: PipelineConfig, predictor: Any = None) -> None:
         self.cfg = config
+        # pose.refine auto: PnP for the embedded weights only (their camera head is a motion prior); a
+        # checkpoint the user gives (a released model) keeps its own poses, as its release computes them.
+        embedded = config.backend == "torch" and not config.checkpoint and \
+            (EMBEDDED_DIR / f"{Path(config.model_config).stem}.safetensors").is_file()
+        self.pose_refine = config.pose_refine if config.pose_refine != "auto" else ("pnp" if embedded else "none")
+        # mask.source auto: the flow estimate for the embedded weights (their mask outputs are weak), the model's
+        # own mask for a checkpoint the user gives.
+        self.mask_source = config.mask_source if config.mask_source != "auto" else ("flow" if embedded else "model")
         if predictor is None and config.backend == "onnxruntime":
             predictor = self._onnx_predictor(config)
         if predictor is None:
@@ -253,13 +268,12 @@ class Pipeline:
             predictor = Predictor.from_config(
                 config.model_config, checkpoint=ckpt, device=_resolve_device(config.device),
                 precision=config.precision, target_width=config.target_width, mode=config.resize_mode,
-                layout=config.layout, compile=config.compile)
+                layout=config.layout, compile=config.compile,
+                # with the flow mask the model's own (mask head, or the geometric one that needs every frame
+                # dense) is not computed
+                **({"dynamic_mask": "none"} if self.mask_source == "flow" else {}))
         self.predictor = predictor
-        # pose.refine auto: PnP for the embedded weights only (their camera head is a motion prior); a
-        # checkpoint the user gives (a released model) keeps its own poses, as its release computes them.
-        embedded = config.backend == "torch" and not config.checkpoint and \
-            (EMBEDDED_DIR / f"{Path(config.model_config).stem}.safetensors").is_file()
-        self.pose_refine = config.pose_refine if config.pose_refine != "auto" else ("pnp" if embedded else "none")
+        self._flow_masks: Dict[tuple, np.ndarray] = {}  # masks of the last window's frames, by (camera, stamp)
         self.device_name = str(getattr(predictor, "device", "cpu"))
         self._chainer: Optional[WindowChainer] = None
         self._last_step_id: Optional[int] = None
@@ -306,6 +320,7 @@ class Pipeline:
         self._reset_reason = None
         self._scale_source = "none"
         self._prev_step_ids = None
+        self._flow_masks = {}
 
     def request_reset(self, reason: str) -> None:
         """Input discontinuity (bag loop, time jump): restart the window chain without an odom jump."""
@@ -380,8 +395,12 @@ class Pipeline:
                                       time_index=list(win.step_ids), **kw)
         inference_s = time.perf_counter() - t0
         pose_source = "camera_head"
+        if self.pose_refine == "pnp" or self.mask_source == "flow":
+            self._cache_gray(frames, cams)
         if self.pose_refine == "pnp":
             pred, pose_source = self._refine_poses(pred, frames, cams, win.step_ids)
+        if self.mask_source == "flow":
+            pred = self._flow_mask(pred, frames, present, cams)
 
         E = np.stack([f.cam_from_world for f in pred.frames]).reshape(T, V, 4, 4)
         src, est = self._measure_scale(E, pred, frames, present, cams, T_base_cam, needed)
@@ -476,14 +495,6 @@ class Pipeline:
         prev = set(self._prev_step_ids or []) if self._chainer is not None else set()
         shared = [t for t in with_depth if int(step_ids[t]) in prev]
         anchor = shared[-1] if shared else with_depth[0]
-        # grey images of every frame of this window (the rig scale uses the other cameras'), cached by
-        # (camera, stamp) for the next window; hand-built windows without stamps are not cached
-        cache = {}
-        for s, f in enumerate(frames):
-            if f.stamp_ns:
-                cam = cams[s % V]
-                cache[(cam, int(f.stamp_ns))] = self._gray_of(f, cam)
-        self._gray = cache  # this window's frames only: <= T * V
         gray = [self._gray_of(frames[t * V], cams[0]) for t in range(T)]
         E_old = np.stack([np.asarray(f.cam_from_world, np.float64) for f in pred.frames]).reshape(T, V, 4, 4)
         res = refine_camera_poses(gray, E_old[:, 0], np.stack([np.asarray(f.intrinsics) for f in cam0]), anchor,
@@ -541,6 +552,48 @@ class Pipeline:
                 if np.isfinite(m) and m > 0:
                     scales.append(m)
         return float(np.median(scales)) if scales else None
+
+    def _cache_gray(self, frames: List[Frame], cams: List[str]) -> None:
+        """Grey images of every frame of this window (PnP, the rig scale and the flow mask read them), cached
+        by (camera, stamp) for the next window; hand-built windows without stamps are not cached."""
+        V = len(cams)
+        cache = {}
+        for s, f in enumerate(frames):
+            if f.stamp_ns:
+                cache[(cams[s % V], int(f.stamp_ns))] = self._gray_of(f, cams[s % V])
+        self._gray = cache  # this window's frames only: <= T * V
+
+    def _flow_mask(self, pred: Any, frames: List[Frame], present: List[bool], cams: List[str]) -> Any:
+        """mask.source flow: the dynamic mask of every frame with depth from dense optical flow against its
+        camera's nearest older frames in the window (newer ones for the oldest step), with the window's poses
+        (:mod:`.motion_mask`). A frame's mask is computed once, in the first window that gives it depth, and
+        kept by (camera, stamp) while the frame stays in the window."""
+        V = len(cams)
+        T = len(frames) // V
+        cfg = MotionMaskConfig(min_px=self.cfg.mask_flow_min_px)
+        done: Dict[tuple, np.ndarray] = {}
+        new = list(pred.frames)
+        for s, fp in enumerate(pred.frames):
+            if fp.depth is None or not present[s]:
+                continue
+            t, v = divmod(s, V)
+            key = (cams[v], int(frames[s].stamp_ns)) if frames[s].stamp_ns else None
+            m = self._flow_masks.get(key) if key is not None else None
+            if m is None:
+                # distinct images of this camera, nearest older first (substitutes of a missing frame are skipped)
+                order = [r for r in range(t - 1, -1, -1)] or list(range(t + 1, T))
+                refs = [(self._gray_of(frames[r * V + v], cams[v]), np.asarray(pred.frames[r * V + v].intrinsics),
+                         pred.frames[r * V + v].cam_from_world) for r in order
+                        if present[r * V + v] and frames[r * V + v].stamp_ns != frames[s].stamp_ns]
+                m = motion_mask(self._gray_of(frames[s], cams[v]), fp.depth, np.asarray(fp.intrinsics),
+                                fp.cam_from_world, refs, cfg)
+                if m is None:  # no other image of this camera in the window: no evidence of motion
+                    m = np.zeros(fp.depth.shape, np.float32)
+            if key is not None:
+                done[key] = m
+            new[s] = dataclasses.replace(fp, dynamic_mask=m)
+        self._flow_masks = done  # this window's frames only
+        return dataclasses.replace(pred, frames=new, dynamic_mask_source="flow")
 
     def _gray_of(self, f: Frame, camera: str) -> np.ndarray:
         """Grey image of a frame of ``camera``, from the last window's cache when the frame has a stamp."""
