@@ -115,8 +115,8 @@ NODE_PARAMS: List[Param] = [
     Param("pose.refine", "auto", "Camera 0's poses in each window: pnp (corners of the chain's anchor frame "
           "tracked into the window's other frames with pyramidal Lucas-Kanade, lifted with the model's depth, "
           "solved by RANSAC PnP; a frame with fewer than pose.min_inliers keeps the camera head's pose; with a "
-          "calibrated rig, the metric scale comes from stereo triangulation of camera 0's corners in the other "
-          "cameras, in the depth's units), none (the model's camera "
+          "calibrated rig, the metric scale comes from dense stereo triangulation of camera 0's pixels in the "
+          "other cameras, in the depth's units), none (the model's camera "
           "head as is) or auto (pnp for the embedded weights, whose camera head is weak; none for a "
           "model.checkpoint you give, so a released model's poses are its own). Other cameras keep the head's "
           "pose relative to camera 0.",

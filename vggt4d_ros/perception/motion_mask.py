@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["MASK_SOURCES", "MotionMaskConfig", "flow_motion_evidence", "motion_mask"]
+__all__ = ["MASK_SOURCES", "MotionMaskConfig", "dis_flow", "flow_motion_evidence", "motion_mask"]
 
 #: Values of the node's ``mask.source`` ("auto": "flow" for the embedded weights, "model" for a given checkpoint;
 #: resolved by :class:`vggt4d_ros.perception.pipeline.Pipeline`).
@@ -43,10 +43,12 @@ class MotionMaskConfig:
     max_width: int = 640  # flow and evidence on images at most this wide (the mask is resized back); 0 = input size
 
 
-def _dis():
+def dis_flow(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 dense optical flow g0 -> g1 (OpenCV's DIS, medium preset), for this module and the
+    rig's dense triangulation (:func:`.pose_refine.rig_depth_scale`)."""
     import cv2
 
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(g0, g1, None)
 
 
 def flow_motion_evidence(gray_s: np.ndarray, gray_r: np.ndarray, depth_s: np.ndarray, K_s: np.ndarray,
@@ -66,7 +68,7 @@ def flow_motion_evidence(gray_s: np.ndarray, gray_r: np.ndarray, depth_s: np.nda
         evidence (invalid depth, the match or the static prediction outside the image or behind the camera).
     """
     H, W = depth_s.shape
-    f = _dis().calc(gray_s, gray_r, None) if flow is None else flow
+    f = dis_flow(gray_s, gray_r) if flow is None else flow
     K_s = np.asarray(K_s, np.float64)
     K_r = np.asarray(K_r, np.float64)
     T = np.asarray(T_r_s, np.float64)
