@@ -87,7 +87,7 @@ def _play(args) -> int:
         wait_subscribers=args.wait_subscribers, wait_topics=args.wait_topics, wait_timeout=args.wait_timeout,
         lock_step=args.lock_step, lock_step_topic=args.lock_step_topic, lock_step_type=args.lock_step_type,
         trigger_topics=args.trigger_topics, step_tolerance=args.step_tolerance,
-        lock_step_timeout=args.lock_step_timeout, skip_unknown=args.skip_unknown,
+        lock_step_timeout=args.lock_step_timeout, skip_unknown=args.skip_unknown, handle_signals=True,
     )
     print(f"vggt4d-bag play: {result.summary()}", flush=True)
     return 0

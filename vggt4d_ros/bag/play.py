@@ -13,6 +13,7 @@ replayed transient local.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -214,6 +215,7 @@ def play_bag(
     skip_unknown: bool = False,
     node=None,
     stop_event: Optional[threading.Event] = None,
+    handle_signals: bool = False,
     log: Optional[Callable[[str], None]] = None,
 ) -> PlayResult:
     """Publish the messages of the bag at ``path`` into the graph.
@@ -243,6 +245,8 @@ def play_bag(
         node: an rclpy node to publish with (spun here if it is not already in an executor);
             by default a node is created (and rclpy initialised with the localhost DDS env).
         stop_event: set it to stop playback early (returns with ``interrupted=True``).
+        handle_signals: SIGINT / SIGTERM set the stop event (main thread only; the command line's player), so
+            playback winds down through its normal teardown wherever it is; a second signal interrupts.
         log: callable for warnings and progress (default: print to stderr).
 
     Returns:
@@ -250,7 +254,7 @@ def play_bag(
     """
     import sys
 
-    from .rosutil import UnknownMessageType, message_class, publish_spaced, qos_profile, ros_session
+    from .rosutil import UnknownMessageType, message_class, publish_spaced, qos_profile, ros_session, signals_set
 
     say = log or (lambda text: print(f"[vggt4d-bag play] {text}", file=sys.stderr, flush=True))
     stop = stop_event or threading.Event()
@@ -302,7 +306,8 @@ def play_bag(
 
     loops_wanted = int(loop)
     t_wall0 = time.monotonic()
-    with ros_session(node, "vggt4d_bag_player") as nd:
+    with (signals_set(stop) if handle_signals else contextlib.nullcontext()), \
+            ros_session(node, "vggt4d_bag_player") as nd:
         pubs = {}
         for topic in play_topics:
             out = remaps.get(topic, topic)

@@ -13,7 +13,7 @@ is written as that single file. MCAP bags use zstd chunk compression (:data:`OUT
 """
 from __future__ import annotations
 
-import signal
+import contextlib
 import sys
 import threading
 import time
@@ -272,7 +272,7 @@ def record(
     thread only); the bag is always finalised. Returns a :class:`RecordResult`.
     """
     from .io import STORAGES
-    from .rosutil import ros_session
+    from .rosutil import ros_session, signals_set
 
     if storage not in STORAGES:  # fail before starting ROS
         raise BagError(f"unsupported storage {storage!r} (use one of: {', '.join(STORAGES)})")
@@ -283,21 +283,11 @@ def record(
         raise BagError(f"output exists already, not overwriting: {path}")
     stop = stop_event or threading.Event()
     result = RecordResult()
-    old_handlers = {}
     reason = ["stopped"]
 
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        def _on_signal(signum, _frame):
-            if stop.is_set():  # a second signal: give up waiting
-                raise KeyboardInterrupt
-            reason[0] = signal.Signals(signum).name
-            stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old_handlers[sig] = signal.signal(sig, _on_signal)
-
     t0 = time.monotonic()
-    try:
+    with (signals_set(stop, lambda name: reason.__setitem__(0, name)) if handle_signals
+          else contextlib.nullcontext()):
         with ros_session(node, "vggt4d_bag_recorder") as nd:
             rec = Recorder(
                 nd, topics, path, types=types, all_topics=all_topics, exclude=exclude,
@@ -329,9 +319,6 @@ def record(
             result.path = rec.close()
             result.per_topic = rec.counts
             result.messages = rec.message_count
-    finally:
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
     result.seconds = time.monotonic() - t0
     result.stop_reason = reason[0]
     return result

@@ -111,6 +111,33 @@ def publishers_qos(node, topic: str) -> Tuple[Optional[bool], Optional[bool], li
     return reliable, latched, profiles
 
 
+@contextlib.contextmanager
+def signals_set(stop: threading.Event, on_signal=None) -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM set ``stop`` (the caller's loops check it and wind down
+    through their normal teardown) instead of raising KeyboardInterrupt wherever the main thread happens to be;
+    a second signal raises KeyboardInterrupt. ``on_signal(name)`` is called with the first signal's name.
+    Outside the main thread (where Python cannot install handlers) this does nothing."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _handler(signum, _frame):
+        if stop.is_set():  # a second signal: give up waiting
+            raise KeyboardInterrupt
+        if on_signal is not None:
+            on_signal(signal.Signals(signum).name)
+        stop.set()
+
+    old = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 class BackgroundSpinner:
     """Spin one node in a daemon thread with its own executor until :meth:`stop` (the bag tools, the
     replay, the soak monitor and the node benchmark all use this one)."""
