@@ -14,6 +14,7 @@ cameras) and scored by the replay's own report against its trivial baselines. Pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -43,8 +44,6 @@ def run_case(work: Path, seed: int, cams: int, size, duration: float, config: st
     from vggt4d_ros.rosenv import localhost_env
     from vggt4d_ros.training.data import synth_config
     from vggt4d_ros.training.evaluate import HELDOUT
-
-    import dataclasses
 
     cfg = dataclasses.replace(HELDOUT, duration_s=duration)
     sc = synth_config(seed, size, cfg, np.random.default_rng([seed, 99]), num_views=cams)

@@ -22,11 +22,12 @@ their masks. OpenCV does the image work (DIS flow, morphology): fast on a Jetson
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["MASK_SOURCES", "MotionMaskConfig", "dis_flow", "flow_motion_evidence", "motion_mask"]
+__all__ = ["MASK_SOURCES", "MotionMaskConfig", "dis_flow", "fit_to", "flow_motion_evidence", "motion_mask",
+           "working_size"]
 
 #: Values of the node's ``mask.source`` ("auto": "flow" for the embedded weights, "model" for a given checkpoint;
 #: resolved by :class:`vggt4d_ros.perception.pipeline.Pipeline`).
@@ -41,6 +42,22 @@ class MotionMaskConfig:
     max_refs: int = 2  # older frames of the camera compared with
     open_px: int = 5  # morphological opening (input pixels) that removes isolated specks; 0 = none
     max_width: int = 640  # flow and evidence on images at most this wide (the mask is resized back); 0 = input size
+
+
+def working_size(shape: Tuple[int, int], max_width: int) -> Optional[Tuple[int, int]]:
+    """(width, height) to compare an image of ``shape`` (H, W) at when it is wider than ``max_width`` (aspect
+    kept), else None (``max_width`` <= 0: never)."""
+    H, W = shape
+    return (int(max_width), int(round(H * max_width / W))) if 0 < max_width < W else None
+
+
+def fit_to(gray: np.ndarray, K: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """``gray`` resized to ``size`` (width, height; area interpolation) and its intrinsics ``K`` scaled to it."""
+    import cv2
+
+    h, w = gray.shape
+    S = np.diag([size[0] / w, size[1] / h, 1.0])
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), S @ np.asarray(K, np.float64)
 
 
 def dis_flow(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
@@ -119,15 +136,12 @@ def motion_mask(gray_s: np.ndarray, depth_s: np.ndarray, K_s: np.ndarray, E_s: n
         return None
     E_s = np.asarray(E_s, np.float64)
     H, W = depth_s.shape
-    f = cfg.max_width / W if 0 < cfg.max_width < W else 1.0
-    if f < 1.0:
-        size = (int(round(W * f)), int(round(H * f)))
-        S = np.diag([size[0] / W, size[1] / H, 1.0])
-        gray_s = cv2.resize(gray_s, size, interpolation=cv2.INTER_AREA)
+    size = working_size((H, W), cfg.max_width)
+    f = 1.0 if size is None else size[0] / W
+    if size is not None:
+        gray_s, K_s = fit_to(gray_s, K_s, size)
         depth_s = cv2.resize(depth_s.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
-        K_s = S @ np.asarray(K_s, np.float64)
-        refs = [(cv2.resize(g, size, interpolation=cv2.INTER_AREA), S @ np.asarray(K, np.float64), E)
-                for g, K, E in refs]
+        refs = [(*fit_to(g, K, size), E) for g, K, E in refs]
     votes = np.zeros(depth_s.shape, np.int32)
     seen = np.zeros(depth_s.shape, np.int32)
     for g_r, K_r, E_r in refs:
@@ -144,6 +158,6 @@ def motion_mask(gray_s: np.ndarray, depth_s: np.ndarray, K_s: np.ndarray, E_s: n
     if px > 1:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (px, px))
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, k)
-    if f < 1.0:
+    if size is not None:
         mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_NEAREST)
     return mask.astype(np.float32)

@@ -582,7 +582,7 @@ class Pipeline:
             m = self._flow_masks.get(key) if key is not None else None
             if m is None:
                 # distinct images of this camera, nearest older first (substitutes of a missing frame are skipped)
-                order = [r for r in range(t - 1, -1, -1)] or list(range(t + 1, T))
+                order = list(range(t - 1, -1, -1)) or list(range(t + 1, T))
                 refs = [(self._gray_of(frames[r * V + v], cams[v]), np.asarray(pred.frames[r * V + v].intrinsics),
                          pred.frames[r * V + v].cam_from_world) for r in order
                         if present[r * V + v] and frames[r * V + v].stamp_ns != frames[s].stamp_ns]

@@ -272,17 +272,14 @@ def rig_depth_scale(g0: np.ndarray, g1: np.ndarray, depth0: np.ndarray, K0: np.n
     """
     import cv2
 
-    from .motion_mask import dis_flow
+    from .motion_mask import dis_flow, fit_to, working_size
 
     K0 = np.asarray(K0, np.float64)
     K1 = np.asarray(K1, np.float64)
-    if 0 < max_width < g0.shape[1]:
-        size = (int(max_width), int(round(g0.shape[0] * max_width / g0.shape[1])))
-        K0 = np.diag([size[0] / g0.shape[1], size[1] / g0.shape[0], 1.0]) @ K0
-        K1 = np.diag([size[0] / g1.shape[1], size[1] / g1.shape[0], 1.0]) @ K1
-        g0 = cv2.resize(g0, size, interpolation=cv2.INTER_AREA)
-        g1 = cv2.resize(g1, size, interpolation=cv2.INTER_AREA)
+    size = working_size(g0.shape, max_width)
+    if size is not None:
         depth0 = cv2.resize(np.asarray(depth0, np.float32), size, interpolation=cv2.INTER_NEAREST)
+        (g0, K0), (g1, K1) = fit_to(g0, K0, size), fit_to(g1, K1, size)
     R = np.asarray(T_10, np.float64)[:3, :3]
     tv = np.asarray(T_10, np.float64)[:3, 3]
     H = K1 @ R @ np.linalg.inv(K0)  # camera-0 pixel -> camera-1 pixel at infinite depth
