@@ -35,6 +35,7 @@ from vggt4d_ros.frontend.params import default as _default
 from vggt4d_ros.perception.keypoints import GEOMETRY_CHECKS, KeypointSet, KeypointTracker
 from vggt4d_ros.perception.motion_mask import MASK_SOURCES, MotionMaskConfig, motion_mask
 from vggt4d_ros.perception.pose_refine import POSE_REFINE, PoseRefineConfig, refine_camera_poses, rig_depth_scale, to_gray
+from vggt4d_ros.perception.stereo_depth import DEPTH_REFINE, DepthRefineConfig, refine_depth, triangulate_flow
 from vggt4d_ros.perception.scale import ScaleEstimate, scale_from_camera_height, scale_from_sensor_depth, up_in_camera
 from vggt4d_ros.window.chain import WindowChainer, metric_scale_from_rig
 
@@ -89,6 +90,7 @@ class PipelineConfig:
     pose_ransac_px: float = _default("pose.ransac_px")
     mask_source: str = _default("mask.source")  # one of motion_mask.MASK_SOURCES
     mask_flow_min_px: float = _default("mask.flow_min_px")
+    depth_refine: str = _default("depth.refine")  # one of stereo_depth.DEPTH_REFINE
 
     def __post_init__(self) -> None:
         if self.metric_scale is not None:
@@ -107,6 +109,8 @@ class PipelineConfig:
             raise ValueError(f"pose_refine must be one of {list(POSE_REFINE)}, got {self.pose_refine!r}")
         if self.mask_source not in MASK_SOURCES:
             raise ValueError(f"mask_source must be one of {list(MASK_SOURCES)}, got {self.mask_source!r}")
+        if self.depth_refine not in DEPTH_REFINE:
+            raise ValueError(f"depth_refine must be one of {list(DEPTH_REFINE)}, got {self.depth_refine!r}")
         if not self.keypoints_max_reprojection_px > 0:
             raise ValueError(f"keypoints_max_reprojection_px must be > 0, got {self.keypoints_max_reprojection_px!r}")
 
@@ -218,7 +222,7 @@ def pipeline_config_from_params(params: Mapping[str, Any]) -> PipelineConfig:
         dense_frames=str(params["model.dense_frames"]), pose_refine=str(params["pose.refine"]),
         pose_max_features=int(params["pose.max_features"]), pose_min_inliers=int(params["pose.min_inliers"]),
         pose_ransac_px=float(params["pose.ransac_px"]), mask_source=str(params["mask.source"]),
-        mask_flow_min_px=float(params["mask.flow_min_px"]))
+        mask_flow_min_px=float(params["mask.flow_min_px"]), depth_refine=str(params["depth.refine"]))
 
 
 def _resolve_device(device: str) -> str:
@@ -253,6 +257,8 @@ class Pipeline:
         # mask.source auto: the flow estimate for the embedded weights (their mask outputs are weak), the model's
         # own mask for a checkpoint the user gives.
         self.mask_source = config.mask_source if config.mask_source != "auto" else ("flow" if embedded else "model")
+        # depth.refine auto: stereo for the embedded weights, a given checkpoint's depth as its release computes it
+        self.depth_refine = config.depth_refine if config.depth_refine != "auto" else ("stereo" if embedded else "none")
         if predictor is None and config.backend == "onnxruntime":
             predictor = self._onnx_predictor(config)
         if predictor is None:
@@ -395,7 +401,7 @@ class Pipeline:
                                       time_index=list(win.step_ids), **kw)
         inference_s = time.perf_counter() - t0
         pose_source = "camera_head"
-        if self.pose_refine == "pnp" or self.mask_source == "flow":
+        if self.pose_refine == "pnp" or self.mask_source == "flow" or self.depth_refine == "stereo":
             self._cache_gray(frames, cams)
         if self.pose_refine == "pnp":
             pred, pose_source = self._refine_poses(pred, frames, cams, win.step_ids)
@@ -431,6 +437,8 @@ class Pipeline:
             # window's older steps would follow its own (untrusted) motion, so they are not output.
             new_t = new_t[-1:]
         kp_by_frame = self._tracks.update(pred, sub, ref, new_t, scale=scale) if self._tracks is not None else {}
+        refined = (self._stereo_depth(pred, frames, present, cams, T_base_cam, new_t)
+                   if self.depth_refine == "stereo" else {})
         inv_base0 = np.linalg.inv(self._T_base_cam0)
         for t in new_t:
             outs: Dict[str, CameraOutput] = {}
@@ -443,7 +451,7 @@ class Pipeline:
                     continue
                 fp = pred.frames[s]
                 f = frames[s]
-                depth = (fp.depth * scale).astype(np.float32)
+                depth = (refined.get(s, fp.depth) * scale).astype(np.float32)
                 outs[c] = CameraOutput(
                     name=c, frame_id=f.frame_id, stamp=f.stamp, stamp_ns=int(f.stamp_ns), depth=depth,
                     confidence=fp.depth_conf.astype(np.float32),
@@ -553,6 +561,66 @@ class Pipeline:
                 if np.isfinite(m) and m > 0:
                     scales.append(m)
         return float(np.median(scales)) if scales else None
+
+    def _stereo_depth(self, pred: Any, frames: List[Frame], present: List[bool], cams: List[str],
+                      T_base_cam: Dict[str, np.ndarray], new_t: List[int]) -> Dict[int, np.ndarray]:
+        """depth.refine stereo: the output frames' depth corrected toward dense two-view triangulation
+        (:mod:`.stereo_depth`), by frame index; a frame nothing triangulates keeps the model's depth.
+
+        Two partners, merged in this order: with a calibrated rig (2+ cameras with extrinsics) the next camera
+        at the same stamp (camera 0 with camera 1, the others with camera 0; metric, moving objects included);
+        then the oldest other frame of the same camera in the window, with the window's poses (its dynamic
+        pixels, by the frame's mask, left out), which sees what the other camera does not."""
+        import cv2
+
+        V = len(cams)
+        T = len(frames) // V
+        out: Dict[int, np.ndarray] = {}
+        rig = None
+        if V >= 2 and all(c in T_base_cam for c in cams):
+            inv0 = np.linalg.inv(T_base_cam[cams[0]])
+            rig = [inv0 @ T_base_cam[c] for c in cams]  # cam0 <- camv
+        cfg = DepthRefineConfig()
+
+        def K_of(i: int) -> np.ndarray:
+            f = frames[i]
+            return (np.asarray(f.info.k, np.float64).reshape(3, 3) if f.info is not None
+                    else np.asarray(pred.frames[i].intrinsics, np.float64))
+
+        def tri(s: int, p: int, T_ps: np.ndarray):
+            return triangulate_flow(self._gray_of(frames[s], cams[s % V]), self._gray_of(frames[p], cams[p % V]),
+                                    K_of(s), K_of(p), T_ps, fb_max_px=cfg.fb_max_px,
+                                    min_parallax_px=cfg.min_parallax_px, max_width=cfg.max_width)
+
+        for t in new_t:
+            for v in range(V):
+                s = t * V + v
+                fp = pred.frames[s]
+                if not present[s] or fp.depth is None:
+                    continue
+                tris = []
+                if rig is not None:
+                    w = 1 if v == 0 else 0
+                    T_wv = np.linalg.inv(rig[w]) @ rig[v]  # cam_w <- cam_v, metres
+                    if present[t * V + w] and np.linalg.norm(T_wv[:3, 3]) > 1e-9:
+                        tris.append(tri(s, t * V + w, T_wv))
+                older = [r for r in range(T) if present[r * V + v] and frames[r * V + v].stamp_ns != frames[s].stamp_ns]
+                if older:
+                    p = older[0] * V + v
+                    T_ps = (np.asarray(pred.frames[p].cam_from_world, np.float64)
+                            @ np.linalg.inv(np.asarray(fp.cam_from_world, np.float64)))
+                    if np.linalg.norm(T_ps[:3, 3]) > 1e-9:
+                        tt = tri(s, p, T_ps)
+                        if fp.dynamic_mask is not None:
+                            h, w_ = tt.depth.shape
+                            moving = cv2.resize((fp.dynamic_mask >= self.cfg.mask_threshold).astype(np.uint8),
+                                                (w_, h), interpolation=cv2.INTER_NEAREST) > 0
+                            tt.depth[moving] = np.nan
+                        tris.append(tt)
+                d = refine_depth(fp.depth, tris, cfg)
+                if d is not None:
+                    out[s] = d
+        return out
 
     def _cache_gray(self, frames: List[Frame], cams: List[str]) -> None:
         """Grey images of every frame of this window (PnP, the rig scale and the flow mask read them), cached

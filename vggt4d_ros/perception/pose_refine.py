@@ -255,14 +255,14 @@ def rig_depth_scale(g0: np.ndarray, g1: np.ndarray, depth0: np.ndarray, K0: np.n
 
     Camera 1's image is warped into camera 0 by the calibrated rotation's homography (what remains is parallax),
     dense optical flow (OpenCV's DIS, forward-backward checked) matches every pixel of camera 0, and each match is
-    triangulated along its camera-0 ray with the metric calibration ``T_10`` (cam1 <- cam0, metres). The scale is
+    triangulated along its camera-0 ray with the metric calibration ``T_10`` (cam1 <- cam0, metres;
+    :func:`.stereo_depth.triangulate_flow`). The scale is
     median(triangulated depth) / median(``depth0``) over the pixels that triangulate: the statistic of a median
     depth alignment, over far more of the image than corners (corners sit on edges, where a model's depth is
     least right: on held-out scenes they gave a scale 9-23 % off where the dense pixels give 0-11 %). Both images
     have the same stamp, so moving objects triangulate like the rest; matches off their epipolar line by more
     than ``cfg.fb_max_px``, failing the forward-backward check or with less parallax than ``min_parallax_px`` are
-    left out. Written here since it is a few lines of linear algebra on the flow (cv2.triangulatePoints would
-    need the matches twice and has no ray constraint).
+    left out.
 
     Images wider than ``max_width`` are compared at that width (pixel thresholds are then in its pixels): on
     held-out scenes 320 px gives the scale of the full 518 px within 0.5 % at a quarter of the cost.
@@ -272,51 +272,16 @@ def rig_depth_scale(g0: np.ndarray, g1: np.ndarray, depth0: np.ndarray, K0: np.n
     """
     import cv2
 
-    from .motion_mask import dis_flow, fit_to, working_size
+    from .stereo_depth import triangulate_flow
 
-    K0 = np.asarray(K0, np.float64)
-    K1 = np.asarray(K1, np.float64)
-    size = working_size(g0.shape, max_width)
-    if size is not None:
-        depth0 = cv2.resize(np.asarray(depth0, np.float32), size, interpolation=cv2.INTER_NEAREST)
-        (g0, K0), (g1, K1) = fit_to(g0, K0, size), fit_to(g1, K1, size)
-    R = np.asarray(T_10, np.float64)[:3, :3]
-    tv = np.asarray(T_10, np.float64)[:3, 3]
-    H = K1 @ R @ np.linalg.inv(K0)  # camera-0 pixel -> camera-1 pixel at infinite depth
-    h, w = g0.shape
-    # g1w(p) = g1(H p): camera 1 seen from camera 0's orientation
-    g1w = cv2.warpPerspective(g1, H, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
-    seen = cv2.warpPerspective(np.full(g1.shape, 255, np.uint8), H, (w, h),
-                               flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST) > 0
-    f = dis_flow(g0, g1w)
-    back = dis_flow(g1w, g0)
-    u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    mx, my = u + f[..., 0], v + f[..., 1]
-    bb = cv2.remap(back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
-    fb = np.hypot(f[..., 0] + bb[..., 0], f[..., 1] + bb[..., 1]).reshape(-1)
-    z = np.asarray(depth0, np.float64).reshape(-1)
-    ok = (np.isfinite(z) & (z > 0) & (fb < cfg.fb_max_px) & seen.reshape(-1)
-          & ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)).reshape(-1))
-    if ok.sum() < cfg.min_inliers:
-        return float("nan"), int(ok.sum())
-    one = np.ones(int(ok.sum()))
-    q = np.stack([mx.reshape(-1)[ok], my.reshape(-1)[ok], one], 1) @ H.T
-    u1 = q[:, :2] / q[:, 2:3]  # the match in camera 1's pixels
-    # camera 1 sees Z * a + c for depth Z along the camera-0 ray: a = K1 R K0^-1 [u v 1], c = K1 t
-    a = np.stack([u.reshape(-1)[ok], v.reshape(-1)[ok], one], 1) @ H.T
-    c = K1 @ tv
-    # u1 = (Z a_x + c_x) / (Z a_z + c_z) (and v): least squares in Z from the two linear equations
-    ex = a[:, 0] - u1[:, 0] * a[:, 2]
-    ey = a[:, 1] - u1[:, 1] * a[:, 2]
-    fx = u1[:, 0] * c[2] - c[0]
-    fy = u1[:, 1] * c[2] - c[1]
-    Z = (ex * fx + ey * fy) / np.maximum(ex * ex + ey * ey, 1e-12)
-    P = Z[:, None] * a + c[None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.linalg.norm(P[:, :2] / P[:, 2:3] - u1, axis=1)  # off the epipolar line
-        parallax = np.linalg.norm(u1 - a[:, :2] / a[:, 2:3], axis=1)
-    use = (Z > 0) & (P[:, 2] > 0) & (err <= cfg.fb_max_px) & (parallax >= min_parallax_px)
+    tri = triangulate_flow(g0, g1, K0, K1, T_10, fb_max_px=cfg.fb_max_px, min_parallax_px=min_parallax_px,
+                           max_width=max_width)
+    h, w = tri.depth.shape
+    z = np.asarray(depth0, np.float32)
+    if z.shape != (h, w):
+        z = cv2.resize(z, (w, h), interpolation=cv2.INTER_NEAREST)
+    use = np.isfinite(tri.depth) & np.isfinite(z) & (z > 0)
     n = int(use.sum())
     if n < cfg.min_inliers:
         return float("nan"), n
-    return float(np.median(Z[use]) / np.median(z[ok][use])), n
+    return float(np.median(tri.depth[use]) / np.median(z[use].astype(np.float64))), n

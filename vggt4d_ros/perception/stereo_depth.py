@@ -1,0 +1,179 @@
+"""Dense two-view triangulation along optical flow, and depth refined by it.
+
+Two images of a static scene with a known relative pose fix the depth of every pixel they both see: the second
+image is warped into the first by the rotation's homography (what remains is parallax), dense optical flow
+(OpenCV's DIS, forward-backward checked) matches each pixel, and the match is triangulated along the first
+camera's ray. The pose is either a calibrated rig's extrinsics at one stamp (metric, and moving objects
+triangulate like the rest) or two frames of one camera with the window's poses (window units; moving pixels
+must be masked out).
+
+:func:`triangulate_flow` gives that depth where the flow is consistent, on the epipolar line and with enough
+parallax. :func:`.pose_refine.rig_depth_scale` takes the ratio of its median to the model's; :func:`refine_depth`
+corrects the model's depth map with it: the log ratio of triangulated to predicted depth, interpolated over the
+image by normalised convolution (a Gaussian of ``sigma_frac`` of the image width), multiplies the prediction.
+A small model's depth errors are mostly smooth (a wall tilted, an object too near); the correction keeps the
+model's edges and fills the pixels the flow does not triangulate (occlusions, blank walls, the image border)
+with the nearby correction, and the model's own depth where there is none near.
+
+Written here: the triangulation is a few lines of linear algebra on the flow (cv2.triangulatePoints would need
+the matches twice and has no ray constraint), and the interpolation is two Gaussian blurs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["DEPTH_REFINE", "DepthRefineConfig", "Triangulation", "refine_depth", "triangulate_flow"]
+
+#: Values of the node's ``depth.refine`` ("auto": "stereo" for the embedded weights, "none" for a given
+#: checkpoint; resolved by :class:`vggt4d_ros.perception.pipeline.Pipeline`).
+DEPTH_REFINE = ("auto", "stereo", "none")
+
+
+@dataclass(frozen=True)
+class DepthRefineConfig:
+    fb_max_px: float = 1.0  # forward-backward flow disagreement and distance off the epipolar line, working pixels
+    min_parallax_px: float = 1.0  # parallax below this does not triangulate (working pixels)
+    max_width: int = 320  # flow on images at most this wide; 0 = input size
+    sigma_frac: float = 0.02  # the correction's interpolation kernel, fraction of the image width
+    min_support: float = 0.005  # Gaussian-weighted share of triangulated pixels below which the model's depth stays
+    max_log_ratio: float = 1.0  # triangulations off the model's depth by more than e^this are outliers
+
+
+@dataclass
+class Triangulation:
+    """Depth of the first image's pixels at the working size.
+
+    Attributes:
+        depth: (h, w) float64 depth along the first camera's rays, NaN where the pixel did not triangulate.
+        K: (3, 3) the first camera's intrinsics at the working size.
+    """
+
+    depth: np.ndarray
+    K: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(np.isfinite(self.depth).sum())
+
+
+def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndarray, T_10: np.ndarray,
+                     fb_max_px: float = 1.0, min_parallax_px: float = 1.0, max_width: int = 320) -> Triangulation:
+    """Depth of ``g0``'s pixels from its dense match in ``g1``.
+
+    Args:
+        g0, g1: (H, W) uint8 grey images (any sizes).
+        K0, K1: (3, 3) their intrinsics.
+        T_10: (4, 4) camera 1 <- camera 0 (its translation sets the depth's units).
+        fb_max_px: forward-backward disagreement and distance off the epipolar line allowed (working pixels).
+        min_parallax_px: least parallax left after the rotation's homography (working pixels).
+        max_width: images wider than this are matched at this width (aspect kept); the result is at that size.
+    """
+    import cv2
+
+    from .motion_mask import dis_flow, fit_to, working_size
+
+    K0 = np.asarray(K0, np.float64)
+    K1 = np.asarray(K1, np.float64)
+    size = working_size(g0.shape, max_width)
+    if size is not None:
+        (g0, K0) = fit_to(g0, K0, size)
+        s1 = working_size(g1.shape, max_width)
+        if s1 is not None:
+            (g1, K1) = fit_to(g1, K1, s1)
+    R = np.asarray(T_10, np.float64)[:3, :3]
+    tv = np.asarray(T_10, np.float64)[:3, 3]
+    H = K1 @ R @ np.linalg.inv(K0)  # camera-0 pixel -> camera-1 pixel at infinite depth
+    h, w = g0.shape
+    # g1w(p) = g1(H p): camera 1 seen from camera 0's orientation
+    g1w = cv2.warpPerspective(g1, H, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
+    seen = cv2.warpPerspective(np.full(g1.shape, 255, np.uint8), H, (w, h),
+                               flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST) > 0
+    f = dis_flow(g0, g1w)
+    back = dis_flow(g1w, g0)
+    u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    mx, my = u + f[..., 0], v + f[..., 1]
+    bb = cv2.remap(back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    fb = np.hypot(f[..., 0] + bb[..., 0], f[..., 1] + bb[..., 1]).reshape(-1)
+    ok = (fb < fb_max_px) & seen.reshape(-1) & ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)).reshape(-1)
+    out = np.full(h * w, np.nan)
+    if ok.any():
+        one = np.ones(int(ok.sum()))
+        q = np.stack([mx.reshape(-1)[ok], my.reshape(-1)[ok], one], 1) @ H.T
+        u1 = q[:, :2] / q[:, 2:3]  # the match in camera 1's pixels
+        # camera 1 sees Z * a + c for depth Z along the camera-0 ray: a = K1 R K0^-1 [u v 1], c = K1 t
+        a = np.stack([u.reshape(-1)[ok], v.reshape(-1)[ok], one], 1) @ H.T
+        c = K1 @ tv
+        # u1 = (Z a_x + c_x) / (Z a_z + c_z) (and v): least squares in Z from the two linear equations
+        ex = a[:, 0] - u1[:, 0] * a[:, 2]
+        ey = a[:, 1] - u1[:, 1] * a[:, 2]
+        fx = u1[:, 0] * c[2] - c[0]
+        fy = u1[:, 1] * c[2] - c[1]
+        Z = (ex * fx + ey * fy) / np.maximum(ex * ex + ey * ey, 1e-12)
+        P = Z[:, None] * a + c[None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.linalg.norm(P[:, :2] / P[:, 2:3] - u1, axis=1)  # off the epipolar line
+            parallax = np.linalg.norm(u1 - a[:, :2] / a[:, 2:3], axis=1)
+        use = (Z > 0) & (P[:, 2] > 0) & (err <= fb_max_px) & (parallax >= min_parallax_px)
+        idx = np.flatnonzero(ok)[use]
+        out[idx] = Z[use]
+    return Triangulation(out.reshape(h, w), K0)
+
+
+def refine_depth(depth: np.ndarray, tris: Union[Triangulation, Sequence[Triangulation]],
+                 cfg: DepthRefineConfig = DepthRefineConfig()) -> Optional[np.ndarray]:
+    """``depth`` (H, W) multiplied by the smooth correction toward the triangulations ``tris`` (same camera).
+
+    The correction is in log space and changes the depth's shape only: the median log ratio is taken out, so the
+    result keeps ``depth``'s units. Several triangulations (e.g. the rig's, then the camera's own motion, in
+    other units) are merged in order: each later one fills the pixels the earlier ones left, after its offset
+    to them (median over the pixels both triangulate) is removed. Returns None when fewer triangulated pixels
+    than needed to say anything remain.
+    """
+    import cv2
+
+    if isinstance(tris, Triangulation):
+        tris = [tris]
+    if not tris:
+        return None
+    depth = np.asarray(depth, np.float32)
+    H, W = depth.shape
+    h, w = tris[0].depth.shape
+    d = cv2.resize(depth, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (H, W) else depth
+    logd = np.log(np.where(d > 0, d, np.nan).astype(np.float64))
+    r = np.full((h, w), np.nan)
+    for tri in tris:
+        z = tri.depth if tri.depth.shape == (h, w) else cv2.resize(
+            tri.depth.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ri = np.log(z) - logd
+        ok_i = np.isfinite(ri)
+        if ok_i.sum() < 50:
+            continue
+        have = np.isfinite(r)
+        both = have & ok_i
+        if both.sum() >= 50:
+            ri = ri - float(np.median(ri[both] - r[both]))
+        elif have.any():
+            ri = ri - (float(np.median(ri[ok_i])) - float(np.median(r[have])))
+        fill = ok_i & ~have
+        r[fill] = ri[fill]
+    ok = np.isfinite(r)
+    if ok.sum() < 50:
+        return None
+    med = float(np.median(r[ok]))
+    ok &= np.abs(r - med) <= cfg.max_log_ratio
+    if ok.sum() < 50:
+        return None
+    sigma = max(1.0, cfg.sigma_frac * w)
+    num = cv2.GaussianBlur(np.where(ok, r - med, 0.0), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(ok.astype(np.float64), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    # A shape correction: the median ratio (a scale) is taken out, so the depth keeps the window's scale (the
+    # metric scale is the scale sources' job); where triangulated pixels are sparse it fades to none.
+    a = np.clip(den / cfg.min_support, 0.0, 1.0)
+    corr = a * num / np.maximum(den, 1e-12)
+    if (h, w) != (H, W):
+        corr = cv2.resize(corr.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+    return (depth * np.exp(corr)).astype(np.float32)
