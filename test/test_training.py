@@ -304,3 +304,37 @@ def test_transplant_to_4dvggt_reproduces_the_global_layout():
         b = m4(x, q, num_views=2)
     for k in ("pose_enc", "depth", "dynamic_mask_logits", "page_mask", "track"):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_cli_transplants_a_vggt_layout_init_onto_tiny_4d(tmp_path, capsys):
+    """config/train/tiny-4d.yaml starts from the embedded tiny (VGGT layout): vggt4d-train transplants it
+    (lr 0 here, so the saved weights are the transplant's: the tiny's tensors under the 4D-VGGT names, the
+    cross-time branch a copy of the global branch, the fusion gates 0)."""
+    from safetensors.torch import load_file
+
+    from vggt4d_ros.perception.pipeline import EMBEDDED_DIR
+    from vggt4d_ros.tools.train import main
+
+    tiny = EMBEDDED_DIR / "tiny.safetensors"
+    if not tiny.is_file():
+        pytest.skip("no embedded tiny weights")
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load(open(root / "config" / "train" / "tiny-4d.yaml"))
+    assert cfg["model"] == "tiny-4d" and Path(cfg["init"]).name == "tiny.safetensors"
+    cfg["init"] = str(tiny)
+    cfg["data"].update(num_steps=2, sizes=[[56, 84]], strides=[1], duration_s=0.6, cache_sequences=1,
+                       texture_px=64, num_queries=8)
+    cfg["optim"].update(lr=0.0, warmup_steps=0)
+    cfg.update(batch_size=1, checkpoint_every=1)
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(p), "--out", str(tmp_path / "run"), "--steps", "1", "--no-progress"]) == 0
+    assert "transplanted onto tiny-4d" in capsys.readouterr().err
+    src = load_file(str(tiny))
+    got = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    key = "aggregator.frame_blocks.0.attn.qkv.weight"
+    assert torch.equal(got["cross_view_global_fusion." + key[len("aggregator."):]], src[key])
+    cross = [k for k in got if k.startswith("cross_time")]
+    assert cross and any(torch.equal(got[k], src[key]) for k in cross if k.endswith("attn.qkv.weight"))
+    gates = [k for k in got if "alpha" in k]
+    assert gates and all(float(got[k].abs().max()) == 0.0 for k in gates)
