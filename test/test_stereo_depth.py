@@ -98,3 +98,65 @@ def test_motion_triangulation_fills_what_the_rig_misses(rig):
 def test_refine_config_defaults_are_sane():
     cfg = DepthRefineConfig()
     assert 0 < cfg.sigma_frac < 0.2 and cfg.max_width > 0 and cfg.fb_max_px > 0
+
+
+@pytest.mark.parametrize("cameras", [2, 1])
+def test_pipeline_publishes_refined_depth_and_says_so(cameras):
+    """Through the Pipeline with the embedded weights: depth.refine stereo publishes a depth nearer the ground
+    truth than the model's, and WindowStatus's depth_source says which it is. Measured AbsRel over the window:
+    a calibrated 2-camera rig 0.306 -> 0.133; one camera (the motion partners only, the window's PnP poses
+    re-estimated from the flow, the flow mask) 0.478 -> 0.403."""
+    from types import SimpleNamespace
+
+    from vggt4d_ros.perception.pipeline import EMBEDDED_DIR, Pipeline, PipelineConfig
+
+    if not (EMBEDDED_DIR / "tiny.safetensors").is_file():
+        pytest.skip("no embedded tiny weights")
+    s = SynthSequence(SynthConfig(seed=7, num_cameras=cameras, width=252, height=140, duration_s=1.0,
+                                  texture_px=128, num_moving_objects=2))
+    names = [f"cam{i}" for i in range(cameras)]
+    steps = [s.frame(i) for i in range(0, 8, 2)]
+    win = SimpleNamespace(num_views=cameras, num_steps=4, step_ids=list(range(4)), camera_names=names,
+                          frames=[{"camera": c, "rgb": f[c].rgb, "stamp_ns": f[c].stamp_ns} for f in steps for c in names])
+    T0 = steps[0]["cam0"].T_world_cam
+    extrinsics = {c: np.linalg.inv(T0) @ steps[0][c].T_world_cam for c in names} if cameras > 1 else None
+    err = {}
+    for refine in ("stereo", "none"):
+        p = Pipeline(PipelineConfig(cameras=names, target_width=252, keypoints_max=0, depth_refine=refine))
+        r = p.process(win, extrinsics)
+        assert r.depth_source == ("stereo" if refine == "stereo" else "model")
+        err[refine] = np.mean([depth_frame_errors(st.cameras[c].depth, f[c].depth)["abs_rel"]
+                               for st, f in zip(r.steps, steps) for c in names])
+    assert err["stereo"] < (0.6 if cameras > 1 else 0.9) * err["none"], err
+    assert Pipeline(PipelineConfig(cameras=names, target_width=252, keypoints_max=0)).depth_refine == "stereo"
+    with pytest.raises(ValueError, match="depth_refine"):
+        PipelineConfig(cameras=names, depth_refine="mvs")
+
+
+def test_a_wrong_pose_guess_is_reestimated_from_the_flow(rig):
+    """Two frames of one camera with a pose guess 1.5 deg and 20 deg (translation direction) off, as a window's
+    estimate can be: the guess bends the triangulated depth; re-estimated from the dense matches it is right
+    again (nearly), in the guess's units (its translation's length)."""
+    from scipy.spatial.transform import Rotation
+
+    a, b = rig.frame(8)["cam0"], rig.frame(2)["cam0"]
+    T = np.linalg.inv(b.T_world_cam) @ a.T_world_cam
+    guess = T.copy()
+    guess[:3, :3] = Rotation.from_euler("y", 1.5, degrees=True).as_matrix() @ T[:3, :3]
+    guess[:3, 3] = Rotation.from_euler("x", 20, degrees=True).as_matrix() @ T[:3, 3] * 2.0
+    exact = triangulate_flow(_gray(a), _gray(b), a.K, b.K, T)
+    bent = triangulate_flow(_gray(a), _gray(b), a.K, b.K, guess)
+    fixed = triangulate_flow(_gray(a), _gray(b), a.K, b.K, guess, reestimate_pose=True)
+    moving = a.dynamic_mask.astype(bool)
+    e = {}
+    for name, t in (("exact", exact), ("bent", bent), ("fixed", fixed)):
+        z = t.depth.copy()
+        z[cv2.resize(moving.astype(np.uint8), z.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0] = np.nan
+        ok = np.isfinite(z)
+        g = cv2.resize(a.depth.astype(np.float32), z.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        ratio = np.median(g[ok] / z[ok])
+        e[name] = (float(np.median(np.abs(z[ok] * ratio - g[ok]) / g[ok])), float(ratio), float(ok.mean()))
+    # measured median error 1.4 % exact, 24.6 % bent, 4.9 % re-estimated; pixels kept 58 %, 5 %, 55 %
+    assert e["exact"][0] < 0.02 and e["fixed"][0] < 0.07 and e["bent"][0] > 3 * e["fixed"][0], e
+    assert e["fixed"][1] == pytest.approx(0.5, rel=0.05)  # the guess's units: twice the true baseline
+    assert e["fixed"][2] > 5 * e["bent"][2], e  # the epipolar check keeps the pixels a right pose explains

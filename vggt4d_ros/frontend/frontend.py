@@ -125,7 +125,8 @@ class FrontEnd:
                                          "resets": 0, "errors": 0}
         self.tracking_state = 0
         self.tracking_message = ""
-        #: the last processed window's output sources (mask_source, keypoint_source, pose_source), for the diagnostics
+        #: the last processed window's output sources (mask_source, keypoint_source, pose_source, depth_source),
+        #: for the diagnostics
         self.output_sources: Dict[str, str] = {}
         self._waiting_info: Dict[str, tuple] = {}
         self._last_step_ns: Optional[int] = None
@@ -315,7 +316,7 @@ class FrontEnd:
             self.tracking_state = int(result.tracking_state)
             self.tracking_message = str(result.message)
             self.output_sources = {k: str(getattr(result, k, "none")) for k in ("mask_source", "keypoint_source",
-                                                                           "pose_source")}
+                                                                           "pose_source", "depth_source")}
         self.status.window_done(win.window_id, statuses)
 
     def failed(self, win: Window, message: str) -> None:

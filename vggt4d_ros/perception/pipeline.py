@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -173,6 +173,7 @@ class WindowResult:
     # Where camera 0's poses came from: "pnp" (model depth + optical-flow correspondences, pose.refine),
     # "camera_head", or "pnp+camera_head" (frames with too few PnP inliers kept the head's pose).
     pose_source: str = "camera_head"
+    depth_source: str = "model"  # "stereo" when depth.refine corrected at least one output frame
 
 
 #: ``model.checkpoint`` value that asks for seeded random weights (tests and benchmarks only).
@@ -486,7 +487,7 @@ class Pipeline:
             scale_note=est.reason if src != "none" else "", mask_source=str(pred.dynamic_mask_source),
             keypoint_source=("none" if not any(len(k.ids) for k in kp_by_frame.values()) else
                              "track_head" if pred.frames[0].tracks is not None else "geometric"),
-            pose_source=pose_source)
+            pose_source=pose_source, depth_source="stereo" if refined else "model")
 
     # ------------------------------------------------------------------ helpers
     def _refine_poses(self, pred: Any, frames: List[Frame], cams: List[str], step_ids) -> tuple:
@@ -569,8 +570,8 @@ class Pipeline:
 
         Two partners, merged in this order: with a calibrated rig (2+ cameras with extrinsics) the next camera
         at the same stamp (camera 0 with camera 1, the others with camera 0; metric, moving objects included);
-        then the oldest other frame of the same camera in the window, with the window's poses (its dynamic
-        pixels, by the frame's mask, left out), which sees what the other camera does not."""
+        then the two frames of the same camera furthest from it in the window, with the window's poses
+        (:meth:`_motion_triangulation`), which see what the other camera does not."""
         import cv2
 
         V = len(cams)
@@ -587,10 +588,11 @@ class Pipeline:
             return (np.asarray(f.info.k, np.float64).reshape(3, 3) if f.info is not None
                     else np.asarray(pred.frames[i].intrinsics, np.float64))
 
-        def tri(s: int, p: int, T_ps: np.ndarray):
+        def tri(s: int, p: int, T_ps: np.ndarray, guess: bool = False):
             return triangulate_flow(self._gray_of(frames[s], cams[s % V]), self._gray_of(frames[p], cams[p % V]),
                                     K_of(s), K_of(p), T_ps, fb_max_px=cfg.fb_max_px,
-                                    min_parallax_px=cfg.min_parallax_px, max_width=cfg.max_width)
+                                    min_parallax_px=cfg.min_parallax_px, max_width=cfg.max_width,
+                                    reestimate_pose=guess)
 
         for t in new_t:
             for v in range(V):
@@ -604,23 +606,54 @@ class Pipeline:
                     T_wv = np.linalg.inv(rig[w]) @ rig[v]  # cam_w <- cam_v, metres
                     if present[t * V + w] and np.linalg.norm(T_wv[:3, 3]) > 1e-9:
                         tris.append(tri(s, t * V + w, T_wv))
-                older = [r for r in range(T) if present[r * V + v] and frames[r * V + v].stamp_ns != frames[s].stamp_ns]
-                if older:
-                    p = older[0] * V + v
-                    T_ps = (np.asarray(pred.frames[p].cam_from_world, np.float64)
-                            @ np.linalg.inv(np.asarray(fp.cam_from_world, np.float64)))
-                    if np.linalg.norm(T_ps[:3, 3]) > 1e-9:
-                        tt = tri(s, p, T_ps)
-                        if fp.dynamic_mask is not None:
-                            h, w_ = tt.depth.shape
-                            moving = cv2.resize((fp.dynamic_mask >= self.cfg.mask_threshold).astype(np.uint8),
-                                                (w_, h), interpolation=cv2.INTER_NEAREST) > 0
-                            tt.depth[moving] = np.nan
-                        tris.append(tt)
+                tt = self._motion_triangulation(pred, frames, present, cams, s, tri, cfg)
+                if tt is not None:
+                    tris.append(tt)
                 d = refine_depth(fp.depth, tris, cfg)
                 if d is not None:
                     out[s] = d
         return out
+
+    def _motion_triangulation(self, pred: Any, frames: List[Frame], present: List[bool], cams: List[str], s: int,
+                              tri: Callable, cfg: DepthRefineConfig):
+        """Frame ``s`` triangulated against the two frames of its camera furthest from it in time, with the
+        window's poses (window units): a pixel is kept where both agree within ``cfg.motion_agree`` (log) and
+        its frame's mask does not call it dynamic. A moving object's match gives a different, wrong depth
+        against each partner, so the agreement also drops what the mask misses. None without two partners."""
+        import cv2
+
+        V = len(cams)
+        t, v = divmod(s, V)
+        T = len(frames) // V
+        fp = pred.frames[s]
+        others = sorted((r for r in range(T) if present[r * V + v] and frames[r * V + v].stamp_ns != frames[s].stamp_ns),
+                        key=lambda r: -abs(r - t))[:2]
+        if len(others) < 2:
+            return None
+        E_s = np.linalg.inv(np.asarray(fp.cam_from_world, np.float64))
+        got = []
+        for r in others:
+            T_ps = np.asarray(pred.frames[r * V + v].cam_from_world, np.float64) @ E_s
+            if np.linalg.norm(T_ps[:3, 3]) <= 1e-9:
+                return None
+            got.append(tri(s, r * V + v, T_ps, True))
+        a, b = got[0].depth, got[1].depth
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dl = np.log(a) - np.log(b)
+        both = np.isfinite(dl)
+        if both.sum() < 50:
+            return None
+        # the two baselines' lengths come from the window's poses: their units may differ by a factor
+        dl -= float(np.median(dl[both]))
+        b = b * np.exp(float(np.median((np.log(a) - np.log(b))[both])))
+        keep = both & (np.abs(dl) <= cfg.motion_agree)
+        z = np.where(keep, np.sqrt(a * b), np.nan)
+        if fp.dynamic_mask is not None:
+            h, w = z.shape
+            moving = cv2.resize((fp.dynamic_mask >= self.cfg.mask_threshold).astype(np.uint8), (w, h),
+                                interpolation=cv2.INTER_NEAREST) > 0
+            z[moving] = np.nan
+        return dataclasses.replace(got[0], depth=z)
 
     def _cache_gray(self, frames: List[Frame], cams: List[str]) -> None:
         """Grey images of every frame of this window (PnP, the rig scale and the flow mask read them), cached

@@ -39,6 +39,7 @@ class DepthRefineConfig:
     max_width: int = 320  # flow on images at most this wide; 0 = input size
     sigma_frac: float = 0.02  # the correction's interpolation kernel, fraction of the image width
     min_support: float = 0.005  # Gaussian-weighted share of triangulated pixels below which the model's depth stays
+    motion_agree: float = 0.2  # two motion partners' depths must agree within this (log) for a pixel to count
     max_log_ratio: float = 1.0  # triangulations off the model's depth by more than e^this are outliers
 
 
@@ -60,7 +61,8 @@ class Triangulation:
 
 
 def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndarray, T_10: np.ndarray,
-                     fb_max_px: float = 1.0, min_parallax_px: float = 1.0, max_width: int = 320) -> Triangulation:
+                     fb_max_px: float = 1.0, min_parallax_px: float = 1.0, max_width: int = 320,
+                     reestimate_pose: bool = False) -> Triangulation:
     """Depth of ``g0``'s pixels from its dense match in ``g1``.
 
     Args:
@@ -70,6 +72,11 @@ def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndar
         fb_max_px: forward-backward disagreement and distance off the epipolar line allowed (working pixels).
         min_parallax_px: least parallax left after the rotation's homography (working pixels).
         max_width: images wider than this are matched at this width (aspect kept); the result is at that size.
+        reestimate_pose: ``T_10`` is a guess (two frames of one camera with a window's estimated poses): the
+            relative rotation and the translation's direction are re-estimated from the flow's own matches
+            (essential matrix, RANSAC: moving objects are outliers), the guess keeps the translation's length
+            (the units). A pose error bends the whole triangulated depth; the dense matches fix the pose far
+            better than a window's poses. The guess stays when fewer than half the matches are inliers.
     """
     import cv2
 
@@ -103,8 +110,11 @@ def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndar
         one = np.ones(int(ok.sum()))
         q = np.stack([mx.reshape(-1)[ok], my.reshape(-1)[ok], one], 1) @ H.T
         u1 = q[:, :2] / q[:, 2:3]  # the match in camera 1's pixels
+        p0 = np.stack([u.reshape(-1)[ok], v.reshape(-1)[ok], one], 1)
+        if reestimate_pose:
+            R, tv = _relative_pose(p0, u1, K0, K1, R, tv, fb_max_px)
         # camera 1 sees Z * a + c for depth Z along the camera-0 ray: a = K1 R K0^-1 [u v 1], c = K1 t
-        a = np.stack([u.reshape(-1)[ok], v.reshape(-1)[ok], one], 1) @ H.T
+        a = p0 @ (K1 @ R @ np.linalg.inv(K0)).T
         c = K1 @ tv
         # u1 = (Z a_x + c_x) / (Z a_z + c_z) (and v): least squares in Z from the two linear equations
         ex = a[:, 0] - u1[:, 0] * a[:, 2]
@@ -120,6 +130,29 @@ def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndar
         idx = np.flatnonzero(ok)[use]
         out[idx] = Z[use]
     return Triangulation(out.reshape(h, w), K0)
+
+
+def _relative_pose(p0: np.ndarray, u1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray,
+                   px: float, max_matches: int = 4000):
+    """(R, t) of camera 1 <- 0 from pixel matches ``p0`` (N, 3 homogeneous) -> ``u1`` (N, 2) by the essential
+    matrix (cv2.findEssentialMat + recoverPose on normalised coordinates, RANSAC at ``px`` pixels); ``t`` keeps
+    the guess's length. The guess when the matches do not support another pose."""
+    import cv2
+
+    n = len(p0)
+    if n < 50 or np.linalg.norm(t) <= 0:
+        return R, t
+    pick = np.linspace(0, n - 1, min(n, max_matches)).astype(int)  # evenly over the image, deterministic
+    x0 = (p0[pick] @ np.linalg.inv(K0).T)[:, :2]
+    x1 = (np.hstack([u1[pick], np.ones((len(pick), 1))]) @ np.linalg.inv(K1).T)[:, :2]
+    cv2.setRNGSeed(0)  # RANSAC's samples: the same input gives the same pose (replay == node)
+    E, inl = cv2.findEssentialMat(x0, x1, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=px / K0[0, 0])
+    if E is None or E.shape != (3, 3) or inl is None or inl.sum() < 0.5 * len(pick):
+        return R, t
+    good, R2, t2, _ = cv2.recoverPose(E, x0, x1, np.eye(3), mask=inl.copy())
+    if good < 0.5 * len(pick):
+        return R, t
+    return R2, t2.reshape(3) * float(np.linalg.norm(t))
 
 
 def refine_depth(depth: np.ndarray, tris: Union[Triangulation, Sequence[Triangulation]],

@@ -175,6 +175,7 @@ def status_messages(params: Mapping[str, Any], result: Any, latency_s: float, fr
         st.mask_source = str(getattr(result, "mask_source", "none") or "none")
         st.keypoint_source = str(getattr(result, "keypoint_source", "none") or "none")
         st.pose_source = str(getattr(result, "pose_source", "camera_head") or "camera_head")
+        st.depth_source = str(getattr(result, "depth_source", "model") or "model")
         st.chain_inlier_ratio = float(result.chain_inlier_ratio)
         st.frames_dropped = int(frames_dropped)
         st.windows_skipped = int(windows_skipped)
@@ -215,8 +216,8 @@ def diagnostics_message(stamp: Any, cameras: Sequence[str], sync_diag: Mapping[s
     ``stamp``: Time or int ns (the node's clock; bag time offline). ``live``: a camera can be stale (no
     images for a while); offline, in bag time, it never is. ``health``: an input problem (e.g. cameras without
     images past the front end's timeout) that makes the tracking status WARN with that message. ``sources``:
-    the last window's output sources (``FrontEnd.output_sources``: mask_source, keypoint_source, pose_source), shown in the
-    tracking status's values.
+    the last window's output sources (``FrontEnd.output_sources``: mask_source, keypoint_source, pose_source,
+    depth_source), shown in the tracking status's values.
     """
     from vggt4d_ros.ros import diagnostics as diag
 
