@@ -42,6 +42,7 @@ class MotionMaskConfig:
     max_refs: int = 2  # older frames of the camera compared with
     open_px: int = 5  # morphological opening (input pixels) that removes isolated specks; 0 = none
     max_width: int = 640  # flow and evidence on images at most this wide (the mask is resized back); 0 = input size
+    reestimate_pose: bool = True  # the pair's rotation and translation direction from the flow's matches
 
 
 def working_size(shape: Tuple[int, int], max_width: int) -> Optional[Tuple[int, int]]:
@@ -89,6 +90,33 @@ def flow_motion_evidence(gray_s: np.ndarray, gray_r: np.ndarray, depth_s: np.nda
     K_s = np.asarray(K_s, np.float64)
     K_r = np.asarray(K_r, np.float64)
     T = np.asarray(T_r_s, np.float64)
+    dist = _segment_distance(f, depth_s, K_s, K_r, T, cfg)
+    if cfg.reestimate_pose:
+        # The window's relative pose is an estimate; an error in it leaves residual motion on every static
+        # pixel, which raises the frame's threshold and hides slow objects. The flow's own matches re-estimate
+        # the rotation and the translation's direction (RANSAC: moving pixels are the outliers; the window keeps
+        # the translation's length, the depth's units). Of the two poses the one that leaves the static scene
+        # (the frame's median distance) closer to its segments is used: a right pose stays, since an essential
+        # matrix over a short baseline can absorb part of the objects' motion.
+        from .stereo_depth import pose_candidates
+
+        gu, gv = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
+        m1 = np.stack([gu + f[..., 0], gv + f[..., 1]], -1).reshape(-1, 2)
+        inside = (m1[:, 0] >= 0) & (m1[:, 0] <= W - 1) & (m1[:, 1] >= 0) & (m1[:, 1] <= H - 1)
+        p0 = np.stack([gu.reshape(-1), gv.reshape(-1), np.ones(H * W)], 1)[inside]
+        for R, t in pose_candidates(p0, m1[inside], K_s, K_r, T[:3, :3], T[:3, 3], 1.0):
+            T2 = T.copy()
+            T2[:3, :3], T2[:3, 3] = R, t
+            d2 = _segment_distance(f, depth_s, K_s, K_r, T2, cfg)
+            if np.isfinite(d2).any() and (not np.isfinite(dist).any() or np.nanmedian(d2) < np.nanmedian(dist)):
+                dist = d2
+    return dist
+
+
+def _segment_distance(f: np.ndarray, depth_s: np.ndarray, K_s: np.ndarray, K_r: np.ndarray, T: np.ndarray,
+                      cfg: MotionMaskConfig) -> np.ndarray:
+    """Distance of the flow's matches ``f`` from the static segments of ``depth_s`` under the pose ``T``."""
+    H, W = depth_s.shape
     # M maps a pixel's homogeneous coordinates to the direction of its ray in camera r; e is the projection of
     # camera s's centre: x_r ~ M p * z + e (float32 on purpose: 8-bit images, sub-pixel flow)
     M = (K_r @ T[:3, :3] @ np.linalg.inv(K_s)).astype(np.float32)

@@ -21,11 +21,11 @@ the matches twice and has no ray constraint), and the interpolation is two Gauss
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["DEPTH_REFINE", "DepthRefineConfig", "Triangulation", "refine_depth", "triangulate_flow"]
+__all__ = ["DEPTH_REFINE", "DepthRefineConfig", "Triangulation", "pose_candidates", "refine_depth", "triangulate_flow"]
 
 #: Values of the node's ``depth.refine`` ("auto": "stereo" for the embedded weights, "none" for a given
 #: checkpoint; resolved by :class:`vggt4d_ros.perception.pipeline.Pipeline`).
@@ -73,10 +73,9 @@ def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndar
         min_parallax_px: least parallax left after the rotation's homography (working pixels).
         max_width: images wider than this are matched at this width (aspect kept); the result is at that size.
         reestimate_pose: ``T_10`` is a guess (two frames of one camera with a window's estimated poses): the
-            relative rotation and the translation's direction are re-estimated from the flow's own matches
-            (essential matrix, RANSAC: moving objects are outliers), the guess keeps the translation's length
-            (the units). A pose error bends the whole triangulated depth; the dense matches fix the pose far
-            better than a window's poses. The guess stays when fewer than half the matches are inliers.
+            flow's own matches give other poses (:func:`pose_candidates`), and the one under which the most
+            matches triangulate is used, the guess included. A pose error bends the whole triangulated depth;
+            the dense matches fix the pose far better than a window's poses.
     """
     import cv2
 
@@ -111,48 +110,74 @@ def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndar
         q = np.stack([mx.reshape(-1)[ok], my.reshape(-1)[ok], one], 1) @ H.T
         u1 = q[:, :2] / q[:, 2:3]  # the match in camera 1's pixels
         p0 = np.stack([u.reshape(-1)[ok], v.reshape(-1)[ok], one], 1)
+        poses = [(R, tv)]
         if reestimate_pose:
-            R, tv = _relative_pose(p0, u1, K0, K1, R, tv, fb_max_px)
-        # camera 1 sees Z * a + c for depth Z along the camera-0 ray: a = K1 R K0^-1 [u v 1], c = K1 t
-        a = p0 @ (K1 @ R @ np.linalg.inv(K0)).T
-        c = K1 @ tv
-        # u1 = (Z a_x + c_x) / (Z a_z + c_z) (and v): least squares in Z from the two linear equations
-        ex = a[:, 0] - u1[:, 0] * a[:, 2]
-        ey = a[:, 1] - u1[:, 1] * a[:, 2]
-        fx = u1[:, 0] * c[2] - c[0]
-        fy = u1[:, 1] * c[2] - c[1]
-        Z = (ex * fx + ey * fy) / np.maximum(ex * ex + ey * ey, 1e-12)
-        P = Z[:, None] * a + c[None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            err = np.linalg.norm(P[:, :2] / P[:, 2:3] - u1, axis=1)  # off the epipolar line
-            parallax = np.linalg.norm(u1 - a[:, :2] / a[:, 2:3], axis=1)
-        use = (Z > 0) & (P[:, 2] > 0) & (err <= fb_max_px) & (parallax >= min_parallax_px)
-        idx = np.flatnonzero(ok)[use]
-        out[idx] = Z[use]
+            poses += pose_candidates(p0, u1, K0, K1, R, tv, fb_max_px)
+        best = None
+        for R_, t_ in poses:  # the pose under which the most matches triangulate (lie on their epipolar lines)
+            Z, use = _triangulate(p0, u1, K0, K1, R_, t_, fb_max_px, min_parallax_px)
+            if best is None or use.sum() > best[1].sum():
+                best = (Z, use)
+        Z, use = best
+        out[np.flatnonzero(ok)[use]] = Z[use]
     return Triangulation(out.reshape(h, w), K0)
 
 
-def _relative_pose(p0: np.ndarray, u1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray,
-                   px: float, max_matches: int = 4000):
-    """(R, t) of camera 1 <- 0 from pixel matches ``p0`` (N, 3 homogeneous) -> ``u1`` (N, 2) by the essential
-    matrix (cv2.findEssentialMat + recoverPose on normalised coordinates, RANSAC at ``px`` pixels); ``t`` keeps
-    the guess's length. The guess when the matches do not support another pose."""
+def _triangulate(p0: np.ndarray, u1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray,
+                 max_px: float, min_parallax_px: float):
+    """Depth along camera 0's rays of matches ``p0`` (N, 3 homogeneous) -> ``u1`` (N, 2) under camera 1 <- 0 =
+    (R, t), and which of them are usable: in front of both cameras, within ``max_px`` of the epipolar line,
+    with at least ``min_parallax_px`` of parallax."""
+    # camera 1 sees Z * a + c for depth Z along the camera-0 ray: a = K1 R K0^-1 [u v 1], c = K1 t
+    a = p0 @ (K1 @ R @ np.linalg.inv(K0)).T
+    c = K1 @ t
+    # u1 = (Z a_x + c_x) / (Z a_z + c_z) (and v): least squares in Z from the two linear equations
+    ex = a[:, 0] - u1[:, 0] * a[:, 2]
+    ey = a[:, 1] - u1[:, 1] * a[:, 2]
+    fx = u1[:, 0] * c[2] - c[0]
+    fy = u1[:, 1] * c[2] - c[1]
+    Z = (ex * fx + ey * fy) / np.maximum(ex * ex + ey * ey, 1e-12)
+    P = Z[:, None] * a + c[None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.linalg.norm(P[:, :2] / P[:, 2:3] - u1, axis=1)  # off the epipolar line
+        parallax = np.linalg.norm(u1 - a[:, :2] / a[:, 2:3], axis=1)
+    return Z, (Z > 0) & (P[:, 2] > 0) & (err <= max_px) & (parallax >= min_parallax_px)
+
+
+def pose_candidates(p0: np.ndarray, u1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray,
+                    px: float, max_matches: int = 4000) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Other estimates of camera 1 <- 0 than the guess (R, t), from pixel matches ``p0`` (N, 3 homogeneous) ->
+    ``u1`` (N, 2): the essential matrix's pose (cv2.findEssentialMat + recoverPose on normalised coordinates,
+    RANSAC at ``px`` pixels; moving pixels are its outliers), its rotation with the translation's direction
+    refitted by least squares over the inliers, and its rotation with the guess's translation (over a short
+    baseline the rotation is far better determined than the translation's direction). All keep
+    the guess's translation length (the units). Empty when the matches give no pose. The caller keeps whichever
+    explains its data best, the guess included."""
     import cv2
 
     n = len(p0)
     if n < 50 or np.linalg.norm(t) <= 0:
-        return R, t
+        return []
     pick = np.linspace(0, n - 1, min(n, max_matches)).astype(int)  # evenly over the image, deterministic
     x0 = (p0[pick] @ np.linalg.inv(K0).T)[:, :2]
     x1 = (np.hstack([u1[pick], np.ones((len(pick), 1))]) @ np.linalg.inv(K1).T)[:, :2]
     cv2.setRNGSeed(0)  # RANSAC's samples: the same input gives the same pose (replay == node)
     E, inl = cv2.findEssentialMat(x0, x1, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=px / K0[0, 0])
     if E is None or E.shape != (3, 3) or inl is None or inl.sum() < 0.5 * len(pick):
-        return R, t
+        return []
     good, R2, t2, _ = cv2.recoverPose(E, x0, x1, np.eye(3), mask=inl.copy())
-    if good < 0.5 * len(pick):
-        return R, t
-    return R2, t2.reshape(3) * float(np.linalg.norm(t))
+    if good < 10:
+        return []
+    L = float(np.linalg.norm(t))
+    t2 = t2.reshape(3)
+    # the translation's direction again by least squares over every inlier, the rotation fixed: x1 . (t x R x0) = 0
+    # is linear in t (the essential matrix's own decomposition leans on its 5-point samples)
+    keep = inl.reshape(-1) > 0
+    a = np.hstack([x0[keep], np.ones((int(keep.sum()), 1))]) @ R2.T
+    b = np.hstack([x1[keep], np.ones((int(keep.sum()), 1))])
+    t3 = np.linalg.svd(np.cross(a, b), full_matrices=False)[2][-1]
+    t3 = t3 if float(t3 @ t2) >= 0 else -t3
+    return [(R2, t2 * L), (R2, t3 * L), (R2, np.asarray(t, np.float64))]
 
 
 def refine_depth(depth: np.ndarray, tris: Union[Triangulation, Sequence[Triangulation]],
