@@ -100,10 +100,12 @@ def flow_motion_evidence(gray_s: np.ndarray, gray_r: np.ndarray, depth_s: np.nda
         # matrix over a short baseline can absorb part of the objects' motion.
         from .stereo_depth import pose_candidates
 
-        gu, gv = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
-        m1 = np.stack([gu + f[..., 0], gv + f[..., 1]], -1).reshape(-1, 2)
+        k = max(1, int(np.sqrt(H * W / 4000.0)))  # a grid of about 4000 matches is all the RANSAC reads
+        gv, gu = np.mgrid[0:H:k, 0:W:k].astype(np.float64)
+        fs = f[::k, ::k].astype(np.float64)
+        m1 = np.stack([gu + fs[..., 0], gv + fs[..., 1]], -1).reshape(-1, 2)
         inside = (m1[:, 0] >= 0) & (m1[:, 0] <= W - 1) & (m1[:, 1] >= 0) & (m1[:, 1] <= H - 1)
-        p0 = np.stack([gu.reshape(-1), gv.reshape(-1), np.ones(H * W)], 1)[inside]
+        p0 = np.stack([gu.reshape(-1), gv.reshape(-1), np.ones(gu.size)], 1)[inside]
         for R, t in pose_candidates(p0, m1[inside], K_s, K_r, T[:3, :3], T[:3, 3], 1.0):
             T2 = T.copy()
             T2[:3, :3], T2[:3, 3] = R, t
