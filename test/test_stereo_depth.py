@@ -103,9 +103,9 @@ def test_refine_config_defaults_are_sane():
 @pytest.mark.parametrize("cameras", [2, 1])
 def test_pipeline_publishes_refined_depth_and_says_so(cameras):
     """Through the Pipeline with the embedded weights: depth.refine stereo publishes a depth nearer the ground
-    truth than the model's, and WindowStatus's depth_source says which it is. Measured AbsRel over the window:
-    a calibrated 2-camera rig 0.306 -> 0.133; one camera (the motion partners only, the window's PnP poses
-    re-estimated from the flow, the flow mask) 0.478 -> 0.403."""
+    truth than the model's at the newest step, and WindowStatus's depth_source says which it is. Measured AbsRel:
+    a calibrated 2-camera rig 0.32 -> 0.21; one camera (the motion partners only, the window's PnP poses
+    re-estimated from the flow, the flow mask) below 0.9x."""
     from types import SimpleNamespace
 
     from vggt4d_ros.perception.pipeline import EMBEDDED_DIR, Pipeline, PipelineConfig
@@ -120,14 +120,17 @@ def test_pipeline_publishes_refined_depth_and_says_so(cameras):
                           frames=[{"camera": c, "rgb": f[c].rgb, "stamp_ns": f[c].stamp_ns} for f in steps for c in names])
     T0 = steps[0]["cam0"].T_world_cam
     extrinsics = {c: np.linalg.inv(T0) @ steps[0][c].T_world_cam for c in names} if cameras > 1 else None
-    err = {}
+    err, depths = {}, {}
     for refine in ("stereo", "none"):
         p = Pipeline(PipelineConfig(cameras=names, target_width=252, keypoints_max=0, depth_refine=refine))
         r = p.process(win, extrinsics)
         assert r.depth_source == ("stereo" if refine == "stereo" else "model")
-        err[refine] = np.mean([depth_frame_errors(st.cameras[c].depth, f[c].depth)["abs_rel"]
-                               for st, f in zip(r.steps, steps) for c in names])
-    assert err["stereo"] < (0.6 if cameras > 1 else 0.9) * err["none"], err
+        # the first window outputs all 4 steps; only the newest is refined (a backlog keeps the model's depth)
+        err[refine] = np.mean([depth_frame_errors(r.steps[-1].cameras[c].depth, steps[-1][c].depth)["abs_rel"]
+                               for c in names])
+        depths[refine] = [st.cameras[c].depth for st in r.steps[:-1] for c in names]
+    assert err["stereo"] < (0.75 if cameras > 1 else 0.9) * err["none"], err
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(depths["stereo"], depths["none"]))
     assert Pipeline(PipelineConfig(cameras=names, target_width=252, keypoints_max=0)).depth_refine == "stereo"
     with pytest.raises(ValueError, match="depth_refine"):
         PipelineConfig(cameras=names, depth_refine="mvs")

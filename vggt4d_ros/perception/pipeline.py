@@ -438,7 +438,10 @@ class Pipeline:
             # window's older steps would follow its own (untrusted) motion, so they are not output.
             new_t = new_t[-1:]
         kp_by_frame = self._tracks.update(pred, sub, ref, new_t, scale=scale) if self._tracks is not None else {}
-        refined = (self._stereo_depth(pred, frames, present, cams, T_base_cam, new_t)
+        # Only the newest output step is refined: a window that outputs a backlog (the first one, or the node
+        # behind the cameras) would otherwise cost up to T times as much just when time is short, and a slower
+        # window spaces the next window's frames further apart (live at 30 Hz this lost the track).
+        refined = (self._stereo_depth(pred, frames, present, cams, T_base_cam, new_t[-1:])
                    if self.depth_refine == "stereo" else {})
         inv_base0 = np.linalg.inv(self._T_base_cam0)
         for t in new_t:
