@@ -178,10 +178,11 @@ NODE_PARAMS: List[Param] = [
           "from its static-scene segment than the larger of this and 4x the frame's median distance, against each "
           "of the two nearest older frames of its camera (images wider than 640 px are compared at 640).",
           range=(0.1, 50.0), unit="px"),
-    Param("depth.refine", "auto", "Published depth: stereo (each camera's depth corrected toward dense two-view "
-          "triangulation along optical flow: with a calibrated rig against the other camera at the same stamp, then "
-          "against the oldest frame of the same camera in the window with the window's poses, its dynamic pixels "
-          "left out; the log ratio of triangulated to predicted depth, less its median, is interpolated over the "
+    Param("depth.refine", "auto", "Published depth: stereo (the newest output step's depth, per camera, corrected "
+          "toward dense two-view triangulation along optical flow: with a calibrated rig against the other camera at "
+          "the same stamp, then against the two frames of the same camera furthest from it in the window with the "
+          "window's poses re-estimated from the flow, pixels they disagree on or the mask calls dynamic left out; "
+          "the log ratio of triangulated to predicted depth, less its median, is interpolated over the "
           "image and multiplies the model's depth, so the depth keeps its scale and the model's edges), none (the "
           "model's depth) or auto (stereo for the embedded weights, none for a model.checkpoint you give).",
           choices=("auto", "stereo", "none")),

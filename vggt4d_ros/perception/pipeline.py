@@ -575,8 +575,6 @@ class Pipeline:
         at the same stamp (camera 0 with camera 1, the others with camera 0; metric, moving objects included);
         then the two frames of the same camera furthest from it in the window, with the window's poses
         (:meth:`_motion_triangulation`), which see what the other camera does not."""
-        import cv2
-
         V = len(cams)
         T = len(frames) // V
         out: Dict[int, np.ndarray] = {}
@@ -647,8 +645,9 @@ class Pipeline:
         if both.sum() < 50:
             return None
         # the two baselines' lengths come from the window's poses: their units may differ by a factor
-        dl -= float(np.median(dl[both]))
-        b = b * np.exp(float(np.median((np.log(a) - np.log(b))[both])))
+        offset = float(np.median(dl[both]))
+        dl -= offset
+        b = b * np.exp(offset)
         keep = both & (np.abs(dl) <= cfg.motion_agree)
         z = np.where(keep, np.sqrt(a * b), np.nan)
         if fp.dynamic_mask is not None:

@@ -55,10 +55,6 @@ class Triangulation:
     depth: np.ndarray
     K: np.ndarray
 
-    @property
-    def count(self) -> int:
-        return int(np.isfinite(self.depth).sum())
-
 
 def triangulate_flow(g0: np.ndarray, g1: np.ndarray, K0: np.ndarray, K1: np.ndarray, T_10: np.ndarray,
                      fb_max_px: float = 1.0, min_parallax_px: float = 1.0, max_width: int = 320,

@@ -83,13 +83,6 @@ def _is_fourd(model) -> bool:
     return isinstance(model, FourDVGGT)
 
 
-def _vggt_layout(path: str) -> bool:
-    """Whether ``path`` holds VGGT-layout key names (``aggregator.*``), the transplant's source."""
-    from ..model.checkpoint import read_checkpoint
-
-    return any(k.startswith("aggregator.") for k in read_checkpoint(Path(path))[0])
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(strip_ros_args(argv))
     try:
@@ -123,13 +116,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = build_model_from_config(cfg["model"])
     init = args.init or cfg.get("init")
     if init and not args.resume:
-        if _is_fourd(model) and _vggt_layout(init):
+        from ..model.checkpoint import read_checkpoint
+
+        src = read_checkpoint(Path(init))[0] if _is_fourd(model) else None
+        if src is not None and any(k.startswith("aggregator.") for k in src):
             # A VGGT-layout checkpoint (e.g. the embedded tiny) warm-starts the 4D-VGGT architecture through
             # the transplant: same tensors under the release's names, cross-time branch = global branch.
-            from ..model.checkpoint import read_checkpoint
             from ..training.transplant import transplant_to_fourd
 
-            filled, unused = transplant_to_fourd(model, read_checkpoint(Path(init))[0])
+            filled, unused = transplant_to_fourd(model, src)
             print(f"init from {init}: transplanted onto {cfg['model']} (VGGT layout -> 4D-VGGT names), "
                   f"{len(filled)} tensors initialised by the transplant, {len(unused)} unused", file=sys.stderr)
         else:
